@@ -1,0 +1,425 @@
+"""Frozen, checked configuration loaded from TOML.
+
+Every section is a frozen dataclass. Loading walks the dataclass fields, so unknown keys, wrong types and
+out-of-range values are rejected at load with the dotted key in the message. Ranges live in field metadata
+(:func:`num`); cross-field checks live in each section's ``__post_init__`` and raise :class:`ConfigError`.
+Relative paths are resolved against the config file's folder; ``--set a.b=v`` overrides go through the same
+checks (their relative paths resolve against the working directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from autolabel.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------------------
+# field helpers
+
+
+def num(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+        hi_open: bool = False) -> Any:
+    """A numeric field with an allowed range, checked at load (``lo_open``/``hi_open`` exclude the bound)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open})
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    lo, hi = meta.get("lo"), meta.get("hi")
+    for v in values:
+        if v is None or not isinstance(v, int | float):
+            continue
+        too_low = lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
+        too_high = hi is not None and (v >= hi if meta.get("hi_open") else v > hi)
+        if too_low or too_high:
+            left = "(" if meta.get("lo_open") else "["
+            right = ")" if meta.get("hi_open") else "]"
+            raise ConfigError(f"{key}: {v!r} is out of range, expected a value in "
+                              f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass(frozen=True)
+class ClassesConfig:
+    """The class list. ``preset`` names a built-in set; ``custom`` takes names (and optional colours/ids)."""
+
+    preset: Literal["cityscapes", "custom"] = "cityscapes"
+    names: tuple[str, ...] = ()
+    colors: tuple[str, ...] = ()  # "#rrggbb" per class; generated when empty
+    label_ids: tuple[int, ...] = ()  # the value each class has in the dataset's label files; identity if empty
+    ignore_index: int = num(255, 0, 255)
+
+    def __post_init__(self) -> None:
+        if self.preset == "custom":
+            if not self.names:
+                raise ConfigError("classes.names: a custom class list needs at least one name")
+            if len(self.names) > 254:
+                raise ConfigError(f"classes.names: {len(self.names)} classes, at most 254 fit in a uint8 label")
+            for key, seq in (("colors", self.colors), ("label_ids", self.label_ids)):
+                if seq and len(seq) != len(self.names):
+                    raise ConfigError(f"classes.{key}: {len(seq)} entries, expected one per name "
+                                      f"({len(self.names)})")
+        elif self.names or self.colors or self.label_ids:
+            raise ConfigError(f"classes.names/colors/label_ids: only allowed with preset = 'custom', "
+                              f"not with preset = {self.preset!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images and labels are and how they are laid out."""
+
+    layout: Literal["cityscapes", "mapillary", "folder", "filelist"] = "cityscapes"
+    root: Path | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    extra_split: str = "train_extra"
+    max_image_pixels: int = num(64_000_000, 1)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = num((0.229, 0.224, 0.225), 0.0, lo_open=True)
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("data.mean/data.std: expected 3 values (R, G, B)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: trunk, head, multi-scale mode and scales. Built by :func:`autolabel.models.build_model`."""
+
+    arch: Literal["hrnet_ocr", "deeplabv3plus"] = "hrnet_ocr"
+    width: Literal["w48", "w18", "w18_small", "tiny"] = "w48"  # HRNet width (ignored by deeplabv3plus)
+    num_classes: int = num(19, 1, 254)
+    mscale: Literal["hierarchical", "avgpool", "explicit", "single"] = "hierarchical"
+    train_scales: tuple[float, ...] = num((0.5, 1.0), 0.0, 4.0, lo_open=True)
+    infer_scales: tuple[float, ...] = num((0.5, 1.0, 2.0), 0.0, 4.0, lo_open=True)
+    attn_inner_3x3: bool = True  # attention head conv3x3-BN-ReLU x2 before the 1x1 (published default)
+    dropout: float = num(0.05, 0.0, 1.0, hi_open=True)
+
+    def __post_init__(self) -> None:
+        for key in ("train_scales", "infer_scales"):
+            scales = getattr(self, key)
+            if not scales or list(scales) != sorted(set(scales)):
+                raise ConfigError(f"model.{key}: {list(scales)} must be a non-empty, strictly increasing list")
+        if self.mscale == "hierarchical" and 1.0 not in self.infer_scales:
+            raise ConfigError(f"model.infer_scales: {list(self.infer_scales)} must contain 1.0 for "
+                              "hierarchical inference")
+        if self.mscale == "single" and len(self.train_scales) != 1:
+            raise ConfigError("model.train_scales: mscale = 'single' takes exactly one scale")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss terms (losses live outside the model)."""
+
+    main: Literal["rmi", "ce"] = "rmi"
+    aux_weight: float = num(0.4, 0.0)
+    scale_weight: float = num(0.05, 0.0)  # supervised multi-scale loss on each scale's own prediction
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training loop for teacher and student."""
+
+    out_dir: Path = Path("runs/teacher")
+    epochs: int = num(10, 1)
+    batch_size: int = num(2, 1)
+    lr: float = num(1e-2, 0.0, lo_open=True)
+    momentum: float = num(0.9, 0.0, 1.0, hi_open=True)
+    weight_decay: float = num(1e-4, 0.0)
+    poly_power: float = num(2.0, 0.0)
+    warmup_iters: int = num(0, 0)
+    crop_size: tuple[int, ...] = num((1024, 2048), 8)  # (height, width)
+    scale_min: float = num(0.5, 0.0, lo_open=True)
+    scale_max: float = num(2.0, 0.0, lo_open=True)
+    flip: bool = True
+    color_jitter: float = num(0.25, 0.0, 1.0)
+    class_uniform_pct: float = num(0.5, 0.0, 1.0)
+    class_uniform_tile: int = num(1024, 8)
+    workers: int = num(2, 0)
+    amp: Literal["off", "bf16", "fp16"] = "bf16"  # only on CUDA; CPU always trains in fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    val_every: int = num(1, 0)  # epochs between validations; 0 = never
+    max_iters: int = num(0, 0)  # stop after this many steps (0 = run all epochs); for smoke runs
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.crop_size) != 2:
+            raise ConfigError(f"train.crop_size: {list(self.crop_size)}, expected [height, width]")
+        if self.scale_min > self.scale_max:
+            raise ConfigError(f"train.scale_min ({self.scale_min}) must not exceed train.scale_max "
+                              f"({self.scale_max})")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """What ``train-student`` adds to the loop: auto-label sets and how to mix them with fine labels."""
+
+    labels: tuple[Path, ...] = ()  # auto-label set directories written by `autolabel generate`
+    auto_fraction: float = num(0.5, 0.0, 1.0)  # share of auto-labelled samples in each epoch
+    threshold: float | None = num(None, 0.0, 1.0, hi_open=True)  # re-threshold from the confidence store
+    boost_classes: tuple[str, ...] = ()  # classes whose centroids are taken from auto-labelled images
+    drop_auto_after_epoch: int | None = num(None, 0)  # epochs >= this use fine data only
+    coarse_fusion_classes: tuple[str, ...] = ()  # take human coarse labels for these classes where present
+    fine_loss_weight: float = num(1.0, 0.0)
+    auto_loss_weight: float = num(1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """`autolabel generate`: multi-scale teacher inference into thresholded label PNGs."""
+
+    split: str = "train_extra"
+    scales: tuple[float, ...] = num((0.5, 1.0, 2.0), 0.0, 4.0, lo_open=True)
+    flip: bool = False
+    threshold: float = num(0.5, 0.0, 1.0, hi_open=True)
+    batch_size: int = num(1, 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    confidence: bool = True
+    attention: bool = False
+    label_ids: bool = False
+    tile_size: int = num(0, 0)  # sliding-window inference when a scaled side exceeds this (0 = never)
+    chunk_size: int = num(64, 1)  # images per task / manifest part
+    encode_workers: int = num(2, 0)
+    png_compress_level: int = num(9, 0, 9)
+
+    def __post_init__(self) -> None:
+        if not self.scales or list(self.scales) != sorted(set(self.scales)):
+            raise ConfigError(f"generate.scales: {list(self.scales)} must be a strictly increasing list")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A complete pipeline: what every `pipelines/*.toml` describes."""
+
+    name: str = "pipeline"
+    classes: ClassesConfig = ClassesConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    student: StudentConfig = StudentConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+    def __post_init__(self) -> None:
+        if self.classes.preset == "custom" and len(self.classes.names) != self.model.num_classes:
+            raise ConfigError(f"model.num_classes: {self.model.num_classes}, but classes.names lists "
+                              f"{len(self.classes.names)} classes")
+        if self.classes.preset == "cityscapes" and self.model.num_classes != 19:
+            raise ConfigError(f"model.num_classes: {self.model.num_classes}, expected 19 for the "
+                              "cityscapes class preset")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (lists -> tuples, str -> Path)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(key, arg, value, base_dir)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of "
+                          f"{', '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+        return value
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return tuple(_convert(f"{key}[{i}]", item_tp, v, base_dir) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _build(tp, value, base_dir, prefix=f"{key}.")
+    if tp is Path:
+        if not isinstance(value, str | Path) or str(value) == "":
+            raise ConfigError(f"{key}: expected a path string, got {value!r}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config field {key} has an unsupported annotation {tp!r}")  # a bug in this module
+
+
+def _build(cls: type, raw: dict[str, Any], base_dir: Path, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; expected one of {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        converted = _convert(key, hints[name], value, base_dir)
+        _check_range(key, converted, fields[name].metadata)
+        kwargs[name] = converted
+    # cross-field checks in __post_init__ raise ConfigError naming their own dotted keys
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=v``: ``v`` is read as a TOML value (``0.1``, ``true``, ``[0.5, 1.0]``) or else a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key such as train.lr")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return parts, parsed
+
+
+def _apply_override(raw: dict[str, Any], parts: list[str], value: Any, cls: type, cwd: Path) -> None:
+    node, tp = raw, cls
+    for depth, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(tp)} if dataclasses.is_dataclass(tp) else set()
+        if part not in names:
+            key = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {'.'.join(parts)}: unknown key {key!r}")
+        field_tp = typing.get_type_hints(tp)[part]
+        if depth == len(parts) - 1:
+            node[part] = _absolutise_paths(field_tp, value, cwd)
+            return
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a table")
+        tp = field_tp
+
+
+def _absolutise_paths(tp: Any, value: Any, cwd: Path) -> Any:
+    """Override values are relative to the working directory, not the config file."""
+    text = str(tp)
+    if "Path" in text and isinstance(value, str):
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (cwd / path).resolve())
+    if "Path" in text and isinstance(value, list):
+        return [_absolutise_paths(tp, v, cwd) for v in value]
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                cls: type = PipelineConfig) -> Any:
+    """Load a TOML config (or the defaults when ``path`` is None), apply ``a.b=v`` overrides, check it all."""
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        base_dir = path.resolve().parent
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(raw, parts, value, cls, Path.cwd())
+    try:
+        return _build(cls, raw, base_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that re-runs the section's checks."""
+    return dataclasses.replace(config, **changes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dumping
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path | str):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict (paths as strings, tuples as lists); ``None`` values are kept."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return plain(config)
+
+
+def dump_toml(config: Any) -> str:
+    """The resolved config as TOML (``None`` values are written as comments, since TOML has no null)."""
+    lines: list[str] = []
+
+    def section(obj: Any, prefix: str) -> None:
+        nested = []
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                nested.append((f.name, value))
+            elif value is None:
+                lines.append(f"# {f.name} = (not set)")
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+        for name, value in nested:
+            lines.append("")
+            lines.append(f"[{prefix}{name}]")
+            section(value, f"{prefix}{name}.")
+
+    section(config, "")
+    return "\n".join(lines) + "\n"
