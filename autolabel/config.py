@@ -293,6 +293,14 @@ def _build(cls: type, raw: dict[str, Any], base_dir: Path, prefix: str = "") -> 
         converted = _convert(key, hints[name], value, base_dir)
         _check_range(key, converted, fields[name].metadata)
         kwargs[name] = converted
+    for name, f in fields.items():
+        # defaults that are relative paths resolve like written ones: against the config file's folder
+        if name in kwargs:
+            continue
+        if dataclasses.is_dataclass(f.default):
+            kwargs[name] = _build(type(f.default), {}, base_dir, prefix=f"{prefix}{name}.")
+        elif isinstance(f.default, Path | tuple) and "Path" in str(hints[name]):
+            kwargs[name] = _convert(f"{prefix}{name}", hints[name], f.default, base_dir)
     # cross-field checks in __post_init__ raise ConfigError naming their own dotted keys
     return cls(**kwargs)
 
