@@ -6,17 +6,30 @@ PY := $(VENV)/bin/python
 AUTOLABEL := $(VENV)/bin/autolabel
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-fast lint demo
+.PHONY: help venv test test-fast lint demo synth teacher generate manifest verify student evaluate report \
+	reproduce bench soak clean-stamps
 
 help:
-	@echo "make demo   - run the whole pipeline on a synthetic city (sets up .venv)"
-	@echo "make test   - run the test suite (sets up .venv)"
-	@echo "make lint   - ruff"
+	@echo "make demo       - the whole pipeline on a synthetic city (sets up .venv; DEMO_OUT=$(DEMO_OUT))"
+	@echo "make test       - run the test suite (sets up .venv)"
+	@echo "make lint       - ruff"
+	@echo "make reproduce  - the paper's findings in miniature -> results/ (REPRO_SEEDS=$(REPRO_SEEDS))"
+	@echo "make bench      - benchmarks -> results/bench.json (BENCH_QUICK=1 for the short version)"
+	@echo "make soak       - 20,000 tiny images through generate, interrupted twice"
+	@echo ""
+	@echo "Batch stages (each a thin CLI call; a stamp in OUT/.stamps makes make skip finished work):"
+	@echo "  synth teacher generate manifest verify student evaluate report"
+	@echo "Variables: PIPELINE=$(PIPELINE) OUT=$(OUT)"
+	@echo "  DATA= (data.root; aliases CITYSCAPES=, IMAGES=)  TEACHER=$(TEACHER)  LABELS=$(LABELS)"
+	@echo "  SHARD= NUM_SHARDS=$(NUM_SHARDS)  WORKERS= SCHEDULER= (Dask)  SET='key=value ...' (config overrides)"
+	@echo "Examples:"
+	@echo "  make generate PIPELINE=pipelines/cityscapes.toml CITYSCAPES=/data/cs OUT=/scratch/cs \\"
+	@echo "       SHARD=\$$SLURM_ARRAY_TASK_ID NUM_SHARDS=32"
+	@echo "  make -j4 generate NUM_SHARDS=4     # four shard processes on this machine"
 
 # The virtualenv: torch first (the pinned CPU build on this disk), then the package with test extras.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
@@ -31,3 +44,106 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autolabel tests bench
+
+# ---------------------------------------------------------------------------------------------------------
+# the demo, the paper's findings in miniature, benchmarks, soak
+
+DEMO_OUT ?= runs/demo
+REPRO_OUT ?= results
+REPRO_SEEDS ?= 3
+
+demo: $(STAMP)
+	$(AUTOLABEL) demo --out $(DEMO_OUT) --config pipelines/demo.toml
+
+reproduce: $(STAMP)
+	$(AUTOLABEL) reproduce --out $(REPRO_OUT) --seeds $(REPRO_SEEDS) --work runs/reproduce
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+soak: $(STAMP)
+	$(PY) scripts/soak.py
+
+# ---------------------------------------------------------------------------------------------------------
+# batch stages: `make <stage> PIPELINE=pipelines/X.toml OUT=...`; each leaves OUT/.stamps/<stage> when done,
+# so rerunning skips finished stages, and an interrupted stage resumes (training from last.pt, generate
+# from its manifest). Delete a stamp (or `make clean-stamps`) to redo a stage.
+
+PIPELINE ?= pipelines/demo.toml
+PIPELINE_NAME := $(basename $(notdir $(PIPELINE)))
+OUT ?= runs/$(PIPELINE_NAME)
+STAMPS := $(OUT)/.stamps
+NUM_SHARDS ?= 1
+SHARD ?=
+WORKERS ?=
+SCHEDULER ?=
+SET ?=
+# the dataset root: DATA=..., or the pipeline's own names for it; the demo pipeline reads the synthetic city
+DATA ?= $(or $(CITYSCAPES),$(IMAGES),$(if $(filter demo,$(PIPELINE_NAME)),$(OUT)/city))
+SYNTH_ARGS ?= --train 200 --val 50 --extra 400 --size 256x128 --seed 0
+TEACHER_RUN := $(OUT)/teacher
+STUDENT_RUN := $(OUT)/student
+LABELS ?= $(OUT)/labels
+
+CONFIG_ARGS = --config $(PIPELINE) $(if $(DATA),--set data.root=$(DATA)) $(foreach s,$(SET),--set $(s))
+# a run with a saved state resumes; one without is (re)started from scratch
+RESUME_OR_NEW = $$(test -f $(1)/last.state.pt && echo --resume || echo --overwrite)
+
+# TEACHER=path uses an existing checkpoint; otherwise `make teacher` trains one into OUT/teacher
+ifeq ($(origin TEACHER),undefined)
+TEACHER := $(TEACHER_RUN)/last.pt
+TEACHER_DEP := $(STAMPS)/teacher
+else
+TEACHER_DEP := $(TEACHER)
+endif
+
+SHARD_IDS := $(if $(SHARD),$(SHARD),$(shell seq 0 $$(($(NUM_SHARDS) - 1))))
+SHARD_STAMPS := $(foreach i,$(SHARD_IDS),$(STAMPS)/generate-$(i)-of-$(NUM_SHARDS))
+ALL_SHARD_STAMPS := $(foreach i,$(shell seq 0 $$(($(NUM_SHARDS) - 1))),$(STAMPS)/generate-$(i)-of-$(NUM_SHARDS))
+
+synth: $(STAMPS)/synth
+teacher: $(STAMPS)/teacher
+generate: $(SHARD_STAMPS)
+manifest: $(STAMPS)/manifest
+student: $(STAMPS)/student
+evaluate: $(STAMPS)/evaluate
+
+$(STAMPS)/synth: | $(STAMP)
+	$(AUTOLABEL) synth $(OUT)/city $(SYNTH_ARGS) $(if $(filter demo,$(PIPELINE_NAME)),--extra-fine)
+	mkdir -p $(@D) && touch $@
+
+$(STAMPS)/teacher: | $(STAMP) $(if $(filter demo,$(PIPELINE_NAME)),$(STAMPS)/synth)
+	$(AUTOLABEL) train-teacher $(CONFIG_ARGS) --set train.out_dir=$(TEACHER_RUN) \
+		$(call RESUME_OR_NEW,$(TEACHER_RUN))
+	mkdir -p $(@D) && touch $@
+
+# one stamp per shard: `make -j N generate` runs shards side by side, a SLURM array task runs one
+$(STAMPS)/generate-%-of-$(NUM_SHARDS): $(TEACHER_DEP) | $(STAMP)
+	$(AUTOLABEL) generate $(CONFIG_ARGS) --teacher $(TEACHER) --out $(LABELS) --shard $*/$(NUM_SHARDS) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+	mkdir -p $(@D) && touch $@
+
+$(STAMPS)/manifest: $(ALL_SHARD_STAMPS)
+	$(AUTOLABEL) manifest $(LABELS)
+	mkdir -p $(@D) && touch $@
+
+verify: | $(STAMP)
+	$(AUTOLABEL) verify $(LABELS)
+
+$(STAMPS)/student: $(STAMPS)/manifest
+	$(AUTOLABEL) train-student $(CONFIG_ARGS) --set train.out_dir=$(STUDENT_RUN) --labels $(LABELS) \
+		$(call RESUME_OR_NEW,$(STUDENT_RUN))
+	mkdir -p $(@D) && touch $@
+
+$(STAMPS)/evaluate: $(STAMPS)/student $(TEACHER_DEP)
+	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(TEACHER) --data config --out $(OUT)/eval/teacher.json
+	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(STUDENT_RUN)/last.pt --data config \
+		--out $(OUT)/eval/student.json
+	mkdir -p $(@D) && touch $@
+
+report: | $(STAMP)
+	$(AUTOLABEL) report $(LABELS) --dest $(OUT)/report --config $(PIPELINE) \
+		$(foreach m,teacher student,$(if $(wildcard $(OUT)/eval/$(m).json),--evaluation $(m)=$(OUT)/eval/$(m).json))
+
+clean-stamps:
+	rm -rf $(STAMPS)

@@ -150,6 +150,8 @@ class TrainConfig:
     val_every: int = num(1, 0)  # epochs between validations; 0 = never
     max_iters: int = num(0, 0)  # stop after this many steps (0 = run all epochs); for smoke runs
     seed: int = 0
+    log_every: int = num(10, 1)  # steps between training lines in the run's log.jsonl
+    val_scales: tuple[float, ...] = num((1.0,), 0.0, 4.0, lo_open=True)  # scales of periodic validation
 
     def __post_init__(self) -> None:
         if len(self.crop_size) != 2:
@@ -187,9 +189,14 @@ class GenerateConfig:
     attention: bool = False
     label_ids: bool = False
     tile_size: int = num(0, 0)  # sliding-window inference when a scaled side exceeds this (0 = never)
+    tile_overlap: float = num(0.25, 0.0, 0.9)  # fraction of a window shared with its neighbour
     chunk_size: int = num(64, 1)  # images per task / manifest part
-    encode_workers: int = num(2, 0)
+    encode_workers: int = num(2, 0)  # writer threads (PNG + zarr encoding releases the GIL)
+    decode_workers: int = num(2, 1)  # image-decoding threads
     png_compress_level: int = num(9, 0, 9)
+    ladder_step: float = num(0.05, 0.0, 1.0, lo_open=True)  # confidence ladder: threshold, +step, ... <= top
+    ladder_top: float = num(0.95, 0.0, 1.0, hi_open=True)
+    centroid_tile: int = num(1024, 8)  # class centroids are recorded per tile of this many pixels
 
     def __post_init__(self) -> None:
         if not self.scales or list(self.scales) != sorted(set(self.scales)):

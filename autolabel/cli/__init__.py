@@ -3,6 +3,6 @@
 from autolabel.cli.base import main
 
 # Importing the stage modules registers their commands on `main`.
-from autolabel.cli import data, models, generate, train, evaluate, report  # noqa: E402,F401,I001
+from autolabel.cli import data, models, generate, train, evaluate, report, demo  # noqa: E402,F401,I001
 
 __all__ = ["main"]

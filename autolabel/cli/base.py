@@ -7,6 +7,7 @@ stay thin: parse options, call the stage's Python API, print.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,10 +56,10 @@ def load_pipeline(config_path: Path | None, overrides: Sequence[str]) -> Pipelin
     return load_config(config_path, overrides)
 
 
-def progress(iterable=None, length: int | None = None, label: str = ""):
+def progress(iterable=None, length: int | None = None, label: str = "", item_show_func=None):
     """A progress bar on stderr (hidden when not a terminal, e.g. in CI logs)."""
-    return click.progressbar(iterable, length=length, label=label, file=click.get_text_stream("stderr"),
-                             show_eta=True, show_pos=True)
+    return click.progressbar(iterable, length=length, label=label, file=sys.stderr,
+                             show_eta=True, show_pos=True, item_show_func=item_show_func)
 
 
 @main.command("show-config")

@@ -1,0 +1,152 @@
+"""``generate`` on a Dask cluster: one task per chunk, one teacher per worker (loaded once by a plugin).
+
+Tasks are idempotent (every file and manifest part is written atomically and named by its content), so the
+scheduler may rerun a chunk whose worker died without producing duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
+
+from autolabel.classes import ClassSet
+from autolabel.config import DataConfig, GenerateConfig
+from autolabel.data.datasets import Sample
+from autolabel.generate.runner import (
+    Chunk,
+    GenerateJob,
+    GenerateResult,
+    ProgressFn,
+    Teacher,
+    prepare,
+    process_chunks,
+    remove_superseded_parts,
+    start_output,
+    write_settings,
+)
+from autolabel.generate.writer import WriteSettings
+
+log = logging.getLogger(__name__)
+
+PLUGIN_NAME = "autolabel-teacher"
+TASK_RETRIES = 2
+
+
+def worker_device(device: str, worker_name: Any) -> str:
+    """The device a worker uses: with CUDA, worker ``k`` gets GPU ``k mod count`` (one worker per GPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cuda":
+        return device
+    count = max(1, torch.cuda.device_count())
+    index = worker_name if isinstance(worker_name, int) else zlib.crc32(str(worker_name).encode())
+    return f"cuda:{index % count}"
+
+
+class TeacherPlugin(WorkerPlugin):
+    """Loads the teacher once per worker; tasks fetch it with :func:`worker_teacher`."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, checkpoint: Path, classes: ClassSet | None, settings: GenerateConfig, data: DataConfig,
+                 torch_threads: int):
+        self.checkpoint = Path(checkpoint)
+        self.classes = classes
+        self.settings = settings
+        self.data = data
+        self.torch_threads = torch_threads
+        self.teacher: Teacher | None = None
+
+    def setup(self, worker: Any) -> None:
+        torch.set_num_threads(self.torch_threads)
+        device = worker_device(self.settings.device, worker.name)
+        self.teacher = Teacher.load(self.checkpoint, self.settings, self.data, self.classes, device=device)
+        log.info("worker %s: teacher loaded on %s", worker.name, device)
+
+    def teardown(self, worker: Any) -> None:
+        self.teacher = None
+
+
+def worker_teacher() -> Teacher:
+    plugin = get_worker().plugins[PLUGIN_NAME]
+    if plugin.teacher is None:  # setup failed earlier on this worker
+        raise RuntimeError("the teacher is not loaded on this worker")
+    return plugin.teacher
+
+
+def label_chunk_task(chunk: Chunk, settings: WriteSettings, max_pixels: int | None, fail_fast: bool,
+                     encode_workers: int, decode_workers: int) -> list[dict[str, Any]]:
+    """A Dask task: label one chunk on this worker's teacher and write its manifest part."""
+    return process_chunks(worker_teacher(), [chunk], settings, max_pixels=max_pixels, fail_fast=fail_fast,
+                          encode_workers=encode_workers, decode_workers=decode_workers)
+
+
+def local_cluster(workers: int, device: str) -> LocalCluster:
+    """Worker processes on this machine (one per GPU on a GPU host when ``workers`` is 0)."""
+    if workers <= 0:
+        workers = torch.cuda.device_count() if worker_device(device, 0).startswith("cuda") else 1
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.WARNING)
+
+
+def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None, *,
+                      workers: int = 0,
+                      scheduler: str | None = None, on_image: ProgressFn | None = None) -> GenerateResult:
+    """Like :func:`~autolabel.generate.runner.run_generate`, with chunks spread over a Dask cluster.
+
+    ``scheduler`` is the address of an existing cluster; otherwise a local cluster of ``workers`` processes
+    is started and stopped. The coordinator plans the run and checks the checkpoint before any task starts.
+    """
+    start = time.perf_counter()
+    teacher, plan = prepare(job, samples, classes)
+    classes = teacher.classes
+    del teacher  # the coordinator only checks the checkpoint; the workers load their own
+    if on_image is not None and plan.done:
+        on_image(plan.done)
+    start_output(job, plan)
+    result = GenerateResult(labelset_id=plan.meta["labelset_id"], planned=plan.shard_size, skipped=plan.done)
+    todo = [c for c in plan.chunks if not c.complete]
+    cluster = None if scheduler else local_cluster(workers, job.generate.device)
+    try:
+        with Client(scheduler or cluster) as client:
+            rows = _run_tasks(client, job, classes, todo, on_image)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    remove_superseded_parts(Path(job.out), plan.chunks)
+    result.ok = sum(r["status"] == "ok" for r in rows)
+    result.errors = [(r["id"], r["error"]) for r in rows if r["status"] != "ok"]
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_tasks(client: Client, job: GenerateJob, classes: ClassSet, chunks: Sequence[Chunk],
+               on_image: ProgressFn | None) -> list[dict[str, Any]]:
+    if not chunks:
+        return []
+    nworkers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    threads = max(1, (os.cpu_count() or 1) // nworkers)
+    client.register_plugin(TeacherPlugin(job.teacher, classes, job.generate, job.data, threads))
+    settings = write_settings(job, classes)
+    g = job.generate
+    futures = {client.submit(label_chunk_task, chunk, settings, job.data.max_image_pixels, job.fail_fast,
+                             g.encode_workers, g.decode_workers, retries=TASK_RETRIES, pure=False): chunk
+               for chunk in chunks}
+    rows: list[dict[str, Any]] = []
+    try:
+        for future in as_completed(futures):
+            chunk_rows = future.result()  # re-raises FailFastError / write failures from the worker
+            rows.extend(chunk_rows)
+            if on_image is not None:
+                on_image(len(futures[future].todo))
+    finally:
+        client.cancel(list(futures))
+    return rows

@@ -1,0 +1,145 @@
+"""Multi-scale teacher prediction for a batch, and thresholding where the logits are.
+
+:func:`predict_logits` wraps the model's own multi-scale mode (``model(images, scales=...)``) with optional
+flip averaging and sliding-window tiling. :func:`threshold_on_device` turns fused logits into uint8 labels and
+confidence codes on the same device, so only ``2 x H x W`` bytes per image ever cross to the host, never the
+``C x H x W`` float probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autolabel.errors import ConfigError
+from autolabel.generate.confidence import IGNORE, quantise
+
+Outputs = dict[str, torch.Tensor]
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool = False,
+                   tile_size: int = 0, tile_overlap: float = 0.25) -> Outputs:
+    """Fused logits ``"pred"`` (B, C, H, W) plus the model's per-scale keys, in eval mode without gradients.
+
+    Args:
+        model: follows the model contract: ``model(images, scales=...) -> dict`` in eval mode.
+        images: normalised float (B, 3, H, W) on the model's device.
+        scales: inference scales, e.g. ``(0.5, 1.0, 2.0)``.
+        flip: also run the horizontally flipped batch and average every output with it (logits, not
+            probabilities, are averaged).
+        tile_size: when the largest scaled input would exceed this many pixels on a side, run overlapping
+            windows of ``tile_size / max(scales)`` input pixels, averaged where they overlap; 0 = never.
+        tile_overlap: fraction of a window shared with its neighbour.
+    """
+    if model.training:
+        model.eval()
+    window = _window_size(images.shape[-2:], scales, tile_size)
+    if window is None:
+        return _predict_flip(model, images, scales, flip)
+    return _predict_tiled(model, images, scales, flip, window, tile_overlap)
+
+
+def _predict_flip(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool) -> Outputs:
+    outputs = dict(model(images, scales=list(scales)))
+    if not flip:
+        return outputs
+    flipped = model(images.flip(-1), scales=list(scales))
+    return {key: 0.5 * (value + flipped[key].flip(-1)) for key, value in outputs.items()}
+
+
+def _window_size(size: Sequence[int], scales: Sequence[float], tile_size: int) -> tuple[int, int] | None:
+    """Input-resolution window (h, w) when tiling is needed, else None."""
+    if tile_size <= 0:
+        return None
+    side = max(1, int(tile_size / max(scales)))
+    height, width = size
+    if height <= side and width <= side:
+        return None
+    return min(height, side), min(width, side)
+
+
+def _starts(length: int, window: int, overlap: float) -> list[int]:
+    """Window starts covering ``[0, length)``; the last window ends exactly at ``length``."""
+    if length <= window:
+        return [0]
+    stride = max(1, int(window * (1.0 - overlap)))
+    count = math.ceil((length - window) / stride) + 1
+    return sorted({min(i * stride, length - window) for i in range(count)})
+
+
+def _predict_tiled(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool,
+                   window: tuple[int, int], overlap: float) -> Outputs:
+    """Sliding-window prediction; every output key is stitched at its own resolution and averaged."""
+    height, width = images.shape[-2:]
+    sums: Outputs = {}
+    counts: dict[str, torch.Tensor] = {}
+    for y0 in _starts(height, window[0], overlap):
+        for x0 in _starts(width, window[1], overlap):
+            crop = images[..., y0 : y0 + window[0], x0 : x0 + window[1]]
+            for key, value in _predict_flip(model, crop, scales, flip).items():
+                # a key's resolution relative to the input (1 for "pred", s for "pred_{s}x")
+                ry, rx = value.shape[-2] / window[0], value.shape[-1] / window[1]
+                if key not in sums:
+                    full = (*value.shape[:-2], round(height * ry), round(width * rx))
+                    sums[key] = value.new_zeros(full)
+                    counts[key] = value.new_zeros(full[-2:])
+                top, left = round(y0 * ry), round(x0 * rx)
+                h = min(value.shape[-2], sums[key].shape[-2] - top)
+                w = min(value.shape[-1], sums[key].shape[-1] - left)
+                sums[key][..., top : top + h, left : left + w] += value[..., :h, :w]
+                counts[key][top : top + h, left : left + w] += 1
+    return {key: sums[key] / counts[key].clamp(min=1) for key in sums}
+
+
+@dataclass
+class ThresholdedBatch:
+    """What leaves the device for a batch: uint8 maps and one float per image."""
+
+    labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= threshold
+    codes: torch.Tensor  # (B, H, W) uint8: confidence ladder codes (see autolabel.generate.confidence)
+    mean_confidence: torch.Tensor  # (B,) float32: mean max probability over all pixels
+
+
+def threshold_batch(logits: torch.Tensor, threshold: float, ladder: Sequence[float],
+                    ignore_index: int = IGNORE) -> ThresholdedBatch:
+    """Softmax, max and argmax on the logits' device; ``max prob <= threshold`` gives ``ignore_index``.
+
+    The comparison is made in float32 against ``float32(threshold)``, the same comparison the confidence codes
+    use, so a probability exactly at the threshold is ignored and re-thresholding from codes is exact.
+    """
+    probs = torch.softmax(logits.float(), dim=1)  # (B, C, H, W)
+    max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
+    keep = max_prob > torch.tensor(threshold, dtype=torch.float32, device=logits.device)
+    labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
+    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder),
+                            mean_confidence=max_prob.mean(dim=(1, 2)))
+
+
+def threshold_on_device(logits: torch.Tensor, threshold: float,
+                        ladder: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(labels, confidence_codes)``: uint8 (B, H, W) on the logits' device; see :func:`threshold_batch`."""
+    out = threshold_batch(logits, threshold, ladder)
+    return out.labels, out.codes
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on the images' device (uint8 moves 4x less)."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
+    m = torch.tensor(list(mean), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(list(std), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
+    return device

@@ -1,0 +1,99 @@
+"""``autolabel rethreshold``: new labels at a higher threshold from the confidence store, without the teacher.
+
+Only thresholds on the stored ladder at or above the label set's threshold are possible (below it the class
+was not kept); at those the result equals a fresh ``generate`` at that threshold, pixel for pixel.
+Rewriting in place is safe to interrupt and rerun: thresholding already-thresholded labels at the same value
+changes nothing, and ``labelset.json`` is updated last.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autolabel.data.datasets import Sample
+from autolabel.data.io import read_label
+from autolabel.errors import LabelSetError
+from autolabel.generate import confidence, labelset
+from autolabel.generate.runner import ProgressFn
+from autolabel.generate.writer import WriteSettings, finalise_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RethresholdResult:
+    labelset_id: str
+    images: int
+    out: Path
+
+
+def rethresholded_meta(meta: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """``labelset.json`` of the re-thresholded set: new threshold and id, same ladder, link to the source."""
+    new = {k: v for k, v in meta.items() if k != "labelset_id"}
+    new["threshold"] = float(threshold)
+    new.setdefault("rethresholded_from", meta["labelset_id"])
+    new["labelset_id"] = labelset.labelset_id(new)
+    return new
+
+
+def _luts(meta: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(stored -> train id, train id -> stored) tables when labels hold dataset label values, else Nones."""
+    if not meta.get("label_ids"):
+        return None, None
+    to_train = np.full(256, meta["ignore_index"], dtype=np.uint8)
+    to_stored = np.zeros(256, dtype=np.uint8)
+    for train_id, label_id in enumerate(meta["label_ids"]):
+        to_train[label_id] = train_id
+        to_stored[train_id] = label_id
+    return to_train, to_stored
+
+
+def rethreshold(out: str | Path, threshold: float, dest: str | Path | None = None, overwrite: bool = False,
+                on_image: ProgressFn | None = None) -> RethresholdResult:
+    """Re-threshold the label set in ``out`` at ``threshold`` (a ladder value), in place or into ``dest``."""
+    out = Path(out)
+    dest = Path(dest) if dest is not None else out
+    meta = labelset.read_labelset(out)
+    if not meta.get("confidence"):
+        raise LabelSetError(f"{out}: was generated with --no-confidence; re-thresholding needs the "
+                            "confidence store")
+    confidence.rung_index(threshold, meta["ladder"], floor=meta["threshold"])  # refuses off-ladder values
+    new_meta = rethresholded_meta(meta, threshold)
+    in_place = dest.resolve() == out.resolve()
+    if not in_place:
+        labelset.prepare_output(dest, new_meta, overwrite)
+        confidence.init_store(dest, meta["ladder"])
+    to_train, to_stored = _luts(meta)
+    images = 0
+    for part in labelset.part_paths(out):
+        rows = []
+        for row in labelset.read_part(part).to_pylist():
+            if row["status"] == "ok":
+                row = _rethreshold_row(out, dest, row, meta, threshold, to_train, to_stored, not in_place)
+                images += 1
+                if on_image is not None:
+                    on_image(1)
+            rows.append(row)
+        labelset.write_part(dest, rows)
+    if in_place:
+        labelset.write_labelset(out, new_meta)
+    log.info("re-thresholded %d images at %g into %s", images, threshold, dest)
+    return RethresholdResult(labelset_id=new_meta["labelset_id"], images=images, out=dest)
+
+
+def _rethreshold_row(out: Path, dest: Path, row: dict[str, Any], meta: dict[str, Any], threshold: float,
+                     to_train: np.ndarray | None, to_stored: np.ndarray | None, copy_codes: bool) -> dict:
+    labels = read_label(out / row["label"], lut=to_train)
+    codes = confidence.load_confidence(out, row["id"])
+    labels = confidence.rethreshold_array(labels, codes, threshold, meta["ladder"], meta["ignore_index"])
+    settings = WriteSettings(out=dest, num_classes=meta["num_classes"], shard=row["shard"],
+                             confidence=copy_codes, centroid_tile=meta.get("centroid_tile", 1024),
+                             compress_level=meta.get("png_compress_level", 9), train_to_label=to_stored,
+                             ignore_index=meta["ignore_index"])
+    sample = Sample(id=row["id"], image=Path(row["image"]))
+    return finalise_image(settings, sample, labels, codes, row["mean_confidence"], {}, row["seconds"])

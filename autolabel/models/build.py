@@ -1,0 +1,28 @@
+"""One function builds every network from its :class:`~autolabel.config.ModelConfig`."""
+
+from __future__ import annotations
+
+import logging
+
+from autolabel.config import ModelConfig
+from autolabel.models.hrnet import HRNET_SPECS
+from autolabel.models.mscale import MultiScaleSegmenter
+from autolabel.models.ocr import HRNetOCR
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(cfg: ModelConfig) -> MultiScaleSegmenter:
+    """The network ``cfg`` describes, freshly initialised (train mode, on the CPU)."""
+    common = dict(num_classes=cfg.num_classes, mscale=cfg.mscale, train_scales=cfg.train_scales,
+                  infer_scales=cfg.infer_scales)
+    if cfg.arch == "hrnet_ocr":
+        model: MultiScaleSegmenter = HRNetOCR(spec=HRNET_SPECS[cfg.width], dropout=cfg.dropout,
+                                              attn_inner_3x3=cfg.attn_inner_3x3, **common)
+    else:
+        from autolabel.models.deeplab import DeepLabV3Plus
+
+        model = DeepLabV3Plus(attn_inner_3x3=cfg.attn_inner_3x3, **common)
+    logger.debug("built %s/%s (%s): %.1fM parameters", cfg.arch, cfg.width, cfg.mscale,
+                 sum(p.numel() for p in model.parameters()) / 1e6)
+    return model

@@ -1,0 +1,374 @@
+"""``autolabel report OUT``: one self-contained HTML page about a label set, pictures as files beside it.
+
+The page and its pictures are built in a temporary folder next to the destination and moved into place at
+the end, so a reader never sees half a report and an interrupted run leaves the previous report intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from autolabel.classes import ClassSet
+from autolabel.data.io import atomic_write_bytes, encode_image_png, read_image, read_label
+from autolabel.errors import AutolabelError, LabelSetError
+from autolabel.generate import confidence
+from autolabel.report import collect, html, plots
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+ASSETS = "assets"
+PAGE = "index.html"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How much the report reads and shows."""
+
+    worst: int = 12  # rows in the lowest-mean-confidence sheet
+    sample: int = 12  # rows in the random sheet
+    seed: int = 0  # of the random sheet
+    thumb_width: int = 320  # px of every picture in the sheets
+    reference_images: int = 300  # label files read per reference (coarse, fine) for the class shares
+    coverage_images: int = 200  # confidence maps read for the coverage curve
+
+
+@dataclass
+class _Assets:
+    """Writes pictures into the report's asset folder and hands back their relative links."""
+
+    folder: Path
+
+    def save(self, image: Image.Image, name: str) -> str:
+        atomic_write_bytes(self.folder / ASSETS / name, encode_image_png(np.asarray(image.convert("RGB"))))
+        return f"{ASSETS}/{name}"
+
+
+def build_report(out: str | Path, dest: str | Path | None = None, *,
+                 evaluations: Mapping[str, Path] | None = None, fine_source: dict[str, Any] | None = None,
+                 classes: ClassSet | None = None, options: ReportOptions = ReportOptions(),
+                 on_step: Callable[[str], None] | None = None) -> Path:
+    """Write the report of the label set in ``out`` to ``dest`` (default ``OUT/report``); returns the page.
+
+    ``evaluations`` maps a column name to a JSON file as ``autolabel evaluate`` writes it; ``fine_source``
+    (a source description, see :mod:`autolabel.generate.inputs`) names the fine-labelled split to compare
+    class shares with (default: the ``train`` split of a Cityscapes source).
+    """
+    out = Path(out)
+    dest = Path(dest) if dest is not None else out / REPORT_DIR
+    meta, manifest = collect.load_meta_and_manifest(out)
+    classes = _check_classes(classes, meta)
+    evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
+    step = on_step or (lambda name: None)
+    staging = dest.parent / f".{dest.name}{confidence.TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    try:
+        assets = _Assets(staging)
+        sections = _sections(out, meta, manifest, classes, evals, fine_source, options, assets, step)
+        step("page")
+        atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
+        _replace_dir(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("report written to %s", dest / PAGE)
+    return dest / PAGE
+
+
+def _check_classes(classes: ClassSet | None, meta: dict[str, Any]) -> ClassSet:
+    if classes is None:
+        return collect.classes_of(meta)
+    if tuple(classes.names) != tuple(meta["classes"]):
+        raise LabelSetError(f"the given class list ({classes.num_classes} classes) is not the label set's "
+                            f"({len(meta['classes'])} classes: {', '.join(meta['classes'][:4])}, ...)")
+    return classes
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished report into place; an existing one is moved aside first, then deleted."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    trash = dst.parent / f".{dst.name}{confidence.TEMP_MARK}old-{uuid.uuid4().hex[:12]}"
+    os.replace(dst, trash)
+    os.replace(src, dst)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _page(meta: dict[str, Any], sections: Sequence[str]) -> str:
+    scales = "/".join(f"{s:g}" for s in meta["scales"])
+    subtitle = (f"label set {meta['labelset_id']} · teacher {meta['teacher_sha256'][:12]} · scales {scales}"
+                f"{' + flip' if meta.get('flip') else ''} · threshold {meta['threshold']:g} · "
+                f"code {meta.get('code_version', '?')}")
+    return html.page("Auto-label report", subtitle, sections)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the sections
+
+
+def _sections(out: Path, meta: dict[str, Any], manifest: Any, classes: ClassSet, evals: Sequence[Any],
+              fine_source: dict[str, Any] | None, options: ReportOptions, assets: _Assets,
+              step: Callable[[str], None]) -> list[str]:
+    rows = [r for r in manifest.to_pylist() if r["status"] == "ok"]
+    step("overview")
+    sections = [_overview_section(out, meta, manifest, classes)]
+    if evals:
+        sections.append(_evaluation_section(evals, classes))
+    step("reference labels")
+    source = collect.source_data(meta, fine_source)
+    sections.append(_shares_section(manifest, rows, classes, source, options, assets))
+    step("confidence")
+    sections.append(_coverage_section(out, rows, meta, classes, options, assets))
+    worst = collect.worst_rows(rows, options.worst)
+    randoms = collect.random_rows(rows, options.sample, options.seed, exclude=worst)
+    step("sheets")
+    sheet_ctx = _SheetContext(out, meta, classes, source, options.thumb_width, assets)
+    sections.append(html.section(
+        f"Lowest mean confidence ({len(worst)})", _sheet_intro(meta, classes, assets),
+        _sheet(sheet_ctx, worst, "worst"), anchor="worst"))
+    sections.append(html.section(
+        f"Random sample ({len(randoms)}, seed {options.seed})", _sheet(sheet_ctx, randoms, "random"),
+        anchor="random"))
+    if source.notes:
+        sections.append(html.section("Notes", *(html.paragraph(n, "note") for n in source.notes)))
+    return sections
+
+
+def _overview_section(out: Path, meta: dict[str, Any], manifest: Any, classes: ClassSet) -> str:
+    ov = collect.overview(out, manifest, classes.names)
+    facts = [
+        ("images", f"{ov.images:,}"),
+        ("labelled", f"{ov.ok:,}"),
+        ("errors", f"{len(ov.errors):,}"),
+        ("pixels with a label (p > threshold)", f"{100 * ov.labelled_fraction:.1f}%"),
+        ("mean confidence (max softmax)", f"{ov.mean_confidence:.3f}"),
+        ("teacher time, all images", _duration(ov.seconds_total)),
+        ("per image", f"{1000 * ov.seconds_per_image:.0f} ms"),
+        ("label PNGs", f"{ov.label_bytes / 1e6:.2f} MB "
+                       f"({ov.label_bytes / 1e3 / max(ov.ok, 1):.1f} KB/image)"),
+        ("shards", ", ".join(ov.shards) or "-"),
+        ("source", _source_text(meta.get("source") or {})),
+    ]
+    parts = [html.table(None, facts)]
+    if ov.errors:
+        shown = ov.errors[:50]
+        parts.append(html.paragraph(f"{len(ov.errors)} image(s) could not be labelled"
+                                    f"{' (first 50)' if len(ov.errors) > 50 else ''}:", "note"))
+        parts.append(html.table(["image id", "error"], shown))
+    return html.section("Overview", *parts, anchor="overview")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _source_text(source: dict[str, Any]) -> str:
+    if not source:
+        return "-"
+    return " ".join(str(source[k]) for k in ("layout", "root", "split") if source.get(k))
+
+
+def _evaluation_section(evals: Sequence[Any], classes: ClassSet) -> str:
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None or v != v else f"{100 * v:.1f}"
+
+    rows = [[name] + [pct(e.iou.get(name)) for e in evals] for name in classes.names]
+    rows.append(["mIoU"] + [pct(e.miou) for e in evals])
+    headers = ["class"] + [e.name for e in evals]
+    sources = html.paragraph("From: " + "; ".join(f"{e.name} = {e.source}" for e in evals), "muted")
+    return html.section("Evaluation (IoU %)", html.table(headers, rows, [False] + [True] * len(evals)),
+                        sources, anchor="evaluation")
+
+
+def _share_series(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet,
+                  source: collect.SourceData, options: ReportOptions) -> tuple[list[plots.Series], list[str]]:
+    """Per-class shares of the auto labels, the same images' coarse labels and the fine split (as found)."""
+    lut = classes.label_to_train_lut()
+    auto = collect.auto_class_counts(manifest, classes.num_classes)
+    series = [plots.Series("auto labels", list(collect.shares_from_counts(auto)))]
+    notes = [f"auto labels: all {len(rows):,} labelled images"]
+    coarse = [source.samples[r["id"]].coarse for r in rows
+              if r["id"] in source.samples and source.samples[r["id"]].coarse is not None]
+    fine = [s.label for s in source.fine]
+    for name, paths, what in (("human coarse (same images)", coarse, "of the same images"),
+                              ("fine (training split)", fine, "fine training images")):
+        if paths:
+            picked = collect.spread(paths, options.reference_images)
+            counts = collect.label_class_counts(picked, lut, classes.num_classes)
+            series.append(plots.Series(name, list(collect.shares_from_counts(counts))))
+            notes.append(f"{name.split(' (')[0]}: {len(picked):,} {what}")
+    return series, notes
+
+
+def _shares_section(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet,
+                    source: collect.SourceData, options: ReportOptions, assets: _Assets) -> str:
+    series, notes = _share_series(manifest, rows, classes, source, options)
+    # classes no source has a pixel of (e.g. Cityscapes classes a custom dataset never draws) only add noise
+    shown = [c for c in range(classes.num_classes) if any(s.values[c] > 0 for s in series)]
+    absent = [classes.names[c] for c in range(classes.num_classes) if c not in shown]
+    series = [plots.Series(s.name, [s.values[c] for c in shown]) for s in series]
+    names = [classes.names[c] for c in shown]
+    chart = plots.grouped_bar_chart(names, series, title="Share of labelled pixels per class",
+                                    swatches=[classes.colors[c] for c in shown])
+    table_rows = [[name] + [f"{100 * s.values[i]:.2f}" for s in series] for i, name in enumerate(names)]
+    return html.section(
+        "Class shares: auto labels vs human labels",
+        html.paragraph("Each class's share of the pixels that carry a label (ignore excluded). "
+                       + "; ".join(notes) + "."),
+        html.figure(assets.save(chart, "class_shares.png"), "per-class pixel share", width=chart.width),
+        html.table(["class"] + [f"{s.name} %" for s in series], table_rows, [False] + [True] * len(series)),
+        html.paragraph(f"No pixels anywhere: {', '.join(absent)}.", "muted") if absent else "",
+        anchor="shares")
+
+
+def _coverage_section(out: Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any], classes: ClassSet,
+                      options: ReportOptions, assets: _Assets) -> str:
+    cov = collect.coverage_curve(out, rows, meta, classes, options.coverage_images)
+    if cov is None:
+        return html.section("Coverage vs threshold", html.paragraph(
+            "No confidence store in this label set (generate ran without confidence), so no curve."),
+            anchor="coverage")
+    curve = plots.Series("pixels labelled", [100 * v for v in cov.overall])
+    chart = plots.line_chart(cov.thresholds, [curve], title="Coverage vs threshold",
+                             x_label="threshold on max softmax probability", y_label="% of all pixels",
+                             marker_x=float(meta["threshold"]))
+    picks = [t for t in (cov.thresholds[0], 0.7, 0.9) if t in cov.thresholds]
+    cols = [cov.thresholds.index(t) for t in picks]
+    present = [c for c in range(classes.num_classes) if not np.isnan(cov.per_class[c]).all()]
+    table_rows = [[classes.names[c]] + [f"{100 * cov.per_class[c, j]:.1f}" for j in cols] for c in present]
+    return html.section(
+        "Coverage vs threshold",
+        html.paragraph("Share of pixels that would keep a label if the teacher's max probability had to "
+                       f"exceed each threshold (dashed: this set's threshold {meta['threshold']:g}). From "
+                       f"the confidence store of {cov.images:,} images; exact at each ladder value, so "
+                       "`autolabel rethreshold` / `student.threshold` give exactly these labels."),
+        html.figure(assets.save(chart, "coverage.png"), "coverage vs threshold", width=chart.width),
+        html.paragraph("Per class: of the pixels labelled with the class at the set's threshold, the share "
+                       "kept at a higher threshold."),
+        html.table(["class"] + [f"kept at {t:g} %" for t in picks], table_rows,
+                   [False] + [True] * len(picks)),
+        anchor="coverage")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# picture sheets
+
+
+@dataclass(frozen=True)
+class _SheetContext:
+    out: Path
+    meta: dict[str, Any]
+    classes: ClassSet
+    source: collect.SourceData
+    width: int
+    assets: _Assets
+
+
+def _sheet_intro(meta: dict[str, Any], classes: ClassSet, assets: _Assets) -> str:
+    low, top = meta["ladder"][0], meta["ladder"][-1]
+    conf = assets.save(plots.ramp_legend(260, f"<= {low:g}", f"> {top:g}"), "legend_confidence.png")
+    attn = assets.save(plots.ramp_legend(260, "0: larger scale", "1: this scale"), "legend_attention.png")
+    return (html.class_legend(classes.names, classes.colors)
+            + html.figure(conf, "confidence colours", "confidence: max softmax probability, by ladder step")
+            + html.figure(attn, "attention colours", "attention of scale s: weight of s's prediction against "
+                                                   "the fused prediction of the larger scales"))
+
+
+def _sheet(ctx: _SheetContext, rows: Sequence[dict[str, Any]], prefix: str) -> str:
+    if not rows:
+        return html.paragraph("No images left to show.")
+    scales = sorted({s for r in rows for s in collect.attention_maps(ctx.out, r["id"])})
+    has_coarse = any(_coarse_path(ctx, r) is not None for r in rows)
+    headers = ["image", "auto label", "confidence"] + [f"attention {s:g}x" for s in scales]
+    headers += ["human coarse label"] if has_coarse else []
+    body = []
+    for i, row in enumerate(rows):
+        cells = _row_cells(ctx, row, f"{prefix}_{i:03d}", scales, has_coarse)
+        caption = f"{row['id']} · mean confidence {row['mean_confidence']:.3f}"
+        body.append((caption, cells))
+    return html.sheet(headers, body)
+
+
+def _coarse_path(ctx: _SheetContext, row: dict[str, Any]) -> Path | None:
+    sample = ctx.source.samples.get(row["id"])
+    return sample.coarse if sample is not None else None
+
+
+def _row_cells(ctx: _SheetContext, row: dict[str, Any], stem: str, scales: Sequence[float],
+               has_coarse: bool) -> list[tuple[str, str]]:
+    size = (int(row["width"]), int(row["height"]))
+    cells = [_image_tile(ctx, row, size, stem), _label_tile(ctx, row, size, stem),
+             _confidence_tile(ctx, row, size, stem)]
+    maps = collect.attention_maps(ctx.out, row["id"])
+    for s in scales:
+        tile = (plots.heatmap(read_label(maps[s])) if s in maps
+                else _placeholder(ctx, size, "not dumped"))
+        cells.append((ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_attn_{s:g}x.png"),
+                      f"attention {s:g}x"))
+    if has_coarse:
+        cells.append(_coarse_tile(ctx, row, size, stem))
+    return cells
+
+
+def _tile_size(ctx: _SheetContext, size: tuple[int, int]) -> tuple[int, int]:
+    """Every tile of a row is shown ``ctx.width`` wide at the image's aspect, whatever its source's size."""
+    return ctx.width, max(1, round(size[1] * ctx.width / size[0]))
+
+
+def _fit(ctx: _SheetContext, image: Image.Image, size: tuple[int, int], nearest: bool) -> Image.Image:
+    target = _tile_size(ctx, size)
+    if image.size == target:
+        return image
+    return image.resize(target, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
+
+
+def _placeholder(ctx: _SheetContext, size: tuple[int, int], text: str) -> Image.Image:
+    return plots.placeholder(*_tile_size(ctx, size), text)
+
+
+def _image_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
+    try:
+        tile = Image.fromarray(read_image(row["image"]))
+    except AutolabelError:
+        tile = _placeholder(ctx, size, "image not readable")
+    return ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_image.png"), "image"
+
+
+def _label_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
+    labels = collect.read_auto_label(ctx.out, row, ctx.meta, ctx.classes)
+    tile = plots.colorize_labels(labels, ctx.classes.palette())
+    return ctx.assets.save(_fit(ctx, tile, size, nearest=True), f"{stem}_label.png"), "auto label"
+
+
+def _confidence_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int],
+                     stem: str) -> tuple[str, str]:
+    if confidence.has_codes(ctx.out, row["id"]):
+        tile = plots.heatmap(confidence.load_confidence(ctx.out, row["id"]), levels=len(ctx.meta["ladder"]))
+    else:
+        tile = _placeholder(ctx, size, "no confidence store")
+    return ctx.assets.save(_fit(ctx, tile, size, nearest=True), f"{stem}_confidence.png"), "confidence"
+
+
+def _coarse_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int],
+                 stem: str) -> tuple[str, str]:
+    path = _coarse_path(ctx, row)
+    try:
+        labels = read_label(path, ctx.classes.label_to_train_lut()) if path is not None else None
+    except AutolabelError:
+        labels = None
+    tile = (plots.colorize_labels(labels, ctx.classes.palette()) if labels is not None
+            else _placeholder(ctx, size, "no coarse label"))
+    return ctx.assets.save(_fit(ctx, tile, size, nearest=True), f"{stem}_coarse.png"), "human coarse label"

@@ -1,0 +1,588 @@
+"""One training loop for teacher and student: SGD + poly LR, AMP on CUDA, DDP, validation, exact resume.
+
+A run directory holds::
+
+    config.toml        the resolved config the run started with
+    log.jsonl          one JSON object per line: {"event": "train" | "val" | "checkpoint" | ..., ...}
+    last.pt            the latest weights (a normal checkpoint, loadable by `autolabel evaluate`)
+    last.state.pt      what resuming needs besides the weights: optimizer, GradScaler, position, RNG states
+    best.pt            the weights with the best validation mIoU so far
+    cache/             class centroids of the fine labels, keyed by the label files' content
+
+``last.state.pt`` holds tensors and plain values only (it loads with ``weights_only=True``) and records the
+step it belongs to; resuming refuses a state file whose step differs from ``last.pt``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.utils.data
+from torch import nn
+
+from autolabel.classes import ClassSet, class_set_from_config
+from autolabel.config import ModelConfig, PipelineConfig, TrainConfig, dump_toml, replace, to_dict
+from autolabel.data.datasets import discover
+from autolabel.data.io import atomic_write_bytes
+from autolabel.errors import CheckpointError, ConfigError, DataError, OutputError
+from autolabel.evaluate.evaluate import EvalSettings, evaluate_model
+from autolabel.evaluate.metrics import SegMetrics
+from autolabel.generate.inference import normalise, resolve_device
+from autolabel.models import build_model
+from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
+from autolabel.train.datasets import AutoLabelSource, FineSource, TrainDataset
+from autolabel.train.losses import build_loss
+from autolabel.train.sampling import (
+    CentroidTable,
+    EpochPlanner,
+    PlanSampler,
+    cached_centroids,
+    manifest_centroids,
+)
+from autolabel.train.transforms import TrainTransform
+
+logger = logging.getLogger(__name__)
+
+LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
+LOG, CONFIG, CACHE = "log.jsonl", "config.toml", "cache"
+RUN_FILES = (LAST, BEST, STATE, LOG, CONFIG)
+STATE_FORMAT = "autolabel-train-state"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# distributed setup
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str) -> DistInfo:
+    """Join the torchrun job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` if there is one.
+
+    gloo on CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK``). An already initialised process
+    group (e.g. set up by a test) is used as it is.
+    """
+    device = resolve_device(device_name)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 and not dist.is_initialized():
+        return DistInfo(device=device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def average_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Average float buffers (BN running statistics) across ranks.
+
+    DDP keeps parameters in sync but each rank's BN statistics drift apart between the broadcasts at the
+    start of each forward; averaging them before validating or saving gives every rank the same model as the
+    checkpoint (and a better estimate than rank 0's alone).
+    """
+    if not info.distributed:
+        return
+    for buffer in _unwrap(model).buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer.div_(info.world_size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optimisation
+
+
+def poly_lr(step: int, total_steps: int, base_lr: float, power: float, warmup_iters: int = 0) -> float:
+    """Learning rate at ``step``: linear warm-up from 0 over ``warmup_iters``, then
+    ``base * (1 - t/T)^power``."""
+    if warmup_iters and step < warmup_iters:
+        return base_lr * (step + 1) / warmup_iters
+    progress = min(step, total_steps) / max(1, total_steps)
+    return base_lr * (1.0 - progress) ** power
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; weight decay on weights only (BN parameters and biases are not decayed)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def autocast_for(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA only (bf16 or fp16); CPU always runs in fp32."""
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def make_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only; a disabled scaler passes everything through unchanged."""
+    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp == "fp16")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class TrainData:
+    """Everything the loop iterates over."""
+
+    dataset: TrainDataset
+    planner: EpochPlanner
+    val_samples: list = field(default_factory=list)
+
+
+def build_train_data(cfg: PipelineConfig, classes: ClassSet, run_dir: Path, *, student: bool,
+                     labels: Sequence[Path] = ()) -> TrainData:
+    """Fine data (+ auto-label sets for a student), their centroids, the epoch planner and validation set."""
+    lut = classes.label_to_train_lut()
+    max_pixels = cfg.data.max_image_pixels
+    fine = FineSource(discover(cfg.data, cfg.data.train_split), lut, max_pixels)
+    sources: list[FineSource | AutoLabelSource] = [fine]
+    centroids = [_fine_centroids(fine, lut, cfg, classes, run_dir)]
+    weights = [cfg.student.fine_loss_weight]
+    if student:
+        for out in labels:
+            source = _auto_source(out, cfg, classes)
+            sources.append(source)
+            centroids.append(manifest_centroids(source.manifest, _boost_ids(cfg, classes)))
+            weights.append(cfg.student.auto_loss_weight)
+    else:
+        weights = [1.0]
+    if len(fine) == 0 and len(sources) == 1:
+        raise DataError(f"{cfg.data.root}: no labelled training images in split {cfg.data.train_split!r}")
+    t = cfg.train
+    transform = TrainTransform(crop_size=(t.crop_size[0], t.crop_size[1]),
+                               scale_range=(t.scale_min, t.scale_max),
+                               flip=t.flip, jitter=t.color_jitter, ignore_index=classes.ignore_index)
+    planner = EpochPlanner(
+        sizes=tuple(len(s) for s in sources), centroids=tuple(centroids),
+        auto_fraction=cfg.student.auto_fraction if student else 0.0, class_uniform_pct=t.class_uniform_pct,
+        drop_auto_after_epoch=cfg.student.drop_auto_after_epoch if student else None, seed=t.seed)
+    val = discover(cfg.data, cfg.data.val_split) if t.val_every else []
+    labelled_val = [s for s in val if s.label is not None]
+    return TrainData(TrainDataset(sources, transform, weights), planner, labelled_val)
+
+
+def _fine_centroids(fine: FineSource, lut: np.ndarray, cfg: PipelineConfig, classes: ClassSet,
+                    run_dir: Path) -> CentroidTable:
+    if cfg.train.class_uniform_pct == 0 or len(fine) == 0:
+        return CentroidTable.empty()
+    return cached_centroids(fine.label_paths, lut, classes.num_classes, cfg.train.class_uniform_tile,
+                            run_dir / CACHE, classes.ignore_index)
+
+
+def _boost_ids(cfg: PipelineConfig, classes: ClassSet) -> list[int] | None:
+    """Train ids whose centroids come from auto labels; every class when no boost classes are named."""
+    if not cfg.student.boost_classes:
+        return None
+    return [classes.index(name) for name in cfg.student.boost_classes]
+
+
+def _auto_source(out: Path, cfg: PipelineConfig, classes: ClassSet) -> AutoLabelSource:
+    fusion = [classes.index(name) for name in cfg.student.coarse_fusion_classes]
+    coarse = {}
+    if fusion:
+        coarse = {s.id: s.coarse for s in discover(cfg.data, cfg.data.extra_split) if s.coarse is not None}
+        if not coarse:
+            logger.warning("student.coarse_fusion_classes is set but split %r has no coarse labels",
+                           cfg.data.extra_split)
+    return AutoLabelSource(out, classes, threshold=cfg.student.threshold, coarse=coarse,
+                           coarse_classes=fusion, max_pixels=cfg.data.max_image_pixels)
+
+
+def make_loader(data: TrainData, sampler: PlanSampler, cfg: TrainConfig, device: torch.device
+                ) -> torch.utils.data.DataLoader:
+    """Batches of crops; the loader gets its own generator so creating it never draws from the global RNG
+    (which would make a resumed run's dropout differ from an uninterrupted one)."""
+    return torch.utils.data.DataLoader(
+        data.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=cfg.workers > 0)  # the sampler runs in this process: workers survive epochs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run directory, logging and state
+
+
+class RunLog:
+    """Appends JSON lines to ``log.jsonl`` (main process only)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self.path is None:
+            return
+        record = {"event": event, "time": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a previous run unless ``overwrite``; ``resume`` needs one to continue."""
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume:
+        if not (run_dir / LAST).is_file() or not (run_dir / STATE).is_file():
+            raise CheckpointError(f"{run_dir}: nothing to resume (expected {LAST} and {STATE} from an "
+                                  "earlier run)")
+        return
+    if existing and not overwrite:
+        raise OutputError(f"{run_dir}: holds a previous run ({', '.join(existing)}); pass --resume to "
+                          "continue it, --overwrite to replace it, or choose another train.out_dir")
+    for name in existing:
+        (run_dir / name).unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class Position:
+    """Where training is: completed epochs, batches done in the current epoch, total steps, best mIoU."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_miou: float = float("-inf")
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _gather_rng(info: DistInfo) -> list[dict[str, torch.Tensor]]:
+    """Every rank's RNG states (ranks draw different dropout masks), collected on every rank."""
+    mine = _rng_state(info.device)
+    if not info.distributed:
+        return [mine]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
+def save_training_state(run_dir: Path, model: nn.Module, cfg: PipelineConfig, classes: ClassSet,
+                        optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, pos: Position,
+                        info: DistInfo) -> None:
+    """``last.state.pt`` then ``last.pt`` (both atomic); every rank must call this (RNG states are
+    gathered)."""
+    rng = _gather_rng(info)
+    if not info.is_main:
+        return
+    state = {"format": STATE_FORMAT, "global_step": pos.global_step, "epoch": pos.epoch,
+             "step_in_epoch": pos.step_in_epoch, "best_miou": pos.best_miou, "world_size": info.world_size,
+             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(run_dir / STATE, buffer.getvalue())
+    save_checkpoint(run_dir / LAST, model, cfg.model, classes.names, metadata=_metadata(cfg, pos))
+
+
+def _metadata(cfg: PipelineConfig, pos: Position) -> dict[str, Any]:
+    return {"global_step": pos.global_step, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
+            "best_miou": None if pos.best_miou == float("-inf") else pos.best_miou, "config": to_dict(cfg)}
+
+
+def load_training_state(run_dir: Path, model: nn.Module, cfg_model: ModelConfig,
+                        optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, info: DistInfo,
+                        num_classes: int) -> Position:
+    """Restore weights, optimizer, scaler and this rank's RNG state; returns where to continue."""
+    ckpt = load_checkpoint(run_dir / LAST, expected_num_classes=num_classes)
+    try:
+        state = torch.load(run_dir / STATE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any failure means the same: the state file is unusable
+        raise CheckpointError(f"{run_dir / STATE}: unreadable training state ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{run_dir / STATE}: not an autolabel training state")
+    if state["global_step"] != ckpt.metadata.get("global_step"):
+        raise CheckpointError(f"{run_dir}: {STATE} is at step {state['global_step']} but {LAST} at step "
+                              f"{ckpt.metadata.get('global_step')}; the run was interrupted while saving")
+    if ckpt.model_cfg != cfg_model:
+        raise CheckpointError(f"{run_dir / LAST}: the run was trained with model config "
+                              f"{to_dict(ckpt.model_cfg)}; resume it with the same [model] section")
+    _unwrap(model).load_state_dict(ckpt.model.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    if len(rng) == info.world_size:
+        _set_rng_state(rng[info.rank], info.device)
+    else:
+        logger.warning("resuming with %d processes, saved with %d: dropout RNG streams restart",
+                       info.world_size, len(rng))
+    return Position(epoch=state["epoch"], step_in_epoch=state["step_in_epoch"],
+                    global_step=state["global_step"], best_miou=state["best_miou"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a training step needs besides the batch."""
+
+    device: torch.device
+    amp: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool = False
+
+
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: Callable,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, ctx: StepContext
+               ) -> dict[str, float]:
+    """Forward, loss (per-source weights as pixel weights), backward, optimizer step; returns loss parts."""
+    images = normalise(batch["image"].to(ctx.device, non_blocking=True), ctx.mean, ctx.std)  # (B, 3, H, W)
+    if ctx.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    target = batch["label"].to(ctx.device, non_blocking=True).long()  # (B, H, W)
+    # unit weights (every teacher run) skip the weighting; decided on the host, so no device sync
+    pixel_weight = None
+    if not bool((batch["weight"] == 1).all()):
+        pixel_weight = batch["weight"].to(ctx.device).view(-1, 1, 1).expand_as(target)  # (B, H, W)
+    with autocast_for(ctx.device, ctx.amp):
+        outputs = model(images)
+    # losses switch autocast off themselves and compute in fp32/fp64 (RMI must never run in fp16)
+    loss, parts = loss_fn(outputs, target, pixel_weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return parts
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: Callable,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, ctx: StepContext,
+                    pos: Position, *, lr_at: Callable[[int], float], max_iters: int = 0,
+                    on_step: Callable[[Position, dict[str, float]], None] | None = None) -> None:
+    """Train over what the loader yields (the rest of an epoch), advancing ``pos``; stops at ``max_iters``."""
+    model.train()
+    for batch in loader:
+        if max_iters and pos.global_step >= max_iters:
+            return
+        lr = lr_at(pos.global_step)
+        set_lr(optimizer, lr)
+        parts = train_step(model, batch, loss_fn, optimizer, scaler, ctx)
+        pos.global_step += 1
+        pos.step_in_epoch += 1
+        if on_step is not None:
+            on_step(pos, {**parts, "lr": lr})
+
+
+def evaluate(model: nn.Module, samples: Sequence, classes: ClassSet, *, device: torch.device,
+             settings: EvalSettings, info: DistInfo = DistInfo()) -> SegMetrics:
+    """Validation mIoU over whole images, split across ranks and summed (same result on every rank)."""
+    return evaluate_model(_unwrap(model), samples, classes.label_to_train_lut(), classes.names, device=device,
+                          settings=settings, rank=info.rank, world_size=info.world_size)
+
+
+def items_per_source(sampler: PlanSampler, num_sources: int) -> list[int]:
+    """How many of this rank's items in the sampler's current epoch come from each source."""
+    counts = [0] * num_sources
+    for item in sampler.shard(sampler.epoch):
+        counts[item.source] += 1
+    return counts
+
+
+def steps_per_epoch(planner: EpochPlanner, epoch: int, batch_size: int, world_size: int) -> int:
+    """Batches each rank runs in ``epoch`` (the plan is padded to a multiple of the world size; last
+    incomplete batch dropped)."""
+    per_rank = -(-planner.epoch_length(epoch) // world_size)
+    return per_rank // batch_size
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` leaves behind."""
+
+    run_dir: Path
+    global_step: int
+    epochs_done: int
+    best_miou: float | None
+    last_metrics: SegMetrics | None
+    model: nn.Module
+
+
+def fit(cfg: PipelineConfig, *, student: bool = False, labels: Sequence[Path] = (), resume: bool = False,
+        overwrite: bool = False, on_step: Callable[[Position, dict[str, float]], None] | None = None,
+        on_epoch_start: Callable[[int, int], None] | None = None) -> FitResult:
+    """Train a teacher (fine labels) or a student (fine + auto-label sets ``labels``) as ``cfg`` says.
+
+    Runs under torchrun as well (one process per device). ``on_step``/``on_epoch_start(epoch, steps)`` are
+    called on the main process only (the CLI hangs its progress bar on them).
+    """
+    labels = tuple(Path(p) for p in labels) or cfg.student.labels
+    if student and not labels:
+        raise ConfigError("student.labels: no auto-label set given (pass --labels DIR or set student.labels)")
+    if student:  # the run's config.toml records the label sets actually used
+        cfg = replace(cfg, student=replace(cfg.student, labels=labels))
+    info = init_distributed(cfg.train.device)
+    run_dir = Path(cfg.train.out_dir)
+    classes = class_set_from_config(cfg.classes)
+    if info.is_main:
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    _barrier(info)
+    if not info.is_main:
+        _barrier(info)  # rank 0 fills the centroid cache first; the others then read it
+    data = build_train_data(cfg, classes, run_dir, student=student, labels=labels)
+    if info.is_main:
+        _barrier(info)
+    model, optimizer, scaler = _build_model(cfg, info)
+    pos = Position()
+    if resume:
+        pos = load_training_state(run_dir, model, cfg.model, optimizer, scaler, info, classes.num_classes)
+    log = RunLog(run_dir / LOG if info.is_main else None)
+    if info.is_main and not resume:
+        atomic_write_bytes(run_dir / CONFIG, dump_toml(cfg).encode("utf-8"))
+    log.write("start", resume=resume, student=student, world_size=info.world_size, device=str(info.device),
+              global_step=pos.global_step, sources=list(data.dataset.sizes))
+    return _run_epochs(cfg, data, model, optimizer, scaler, pos, info, classes, run_dir, log, on_step,
+                       on_epoch_start)
+
+
+def _build_model(cfg: PipelineConfig, info: DistInfo
+                 ) -> tuple[nn.Module, torch.optim.SGD, torch.amp.GradScaler]:
+    """The (DDP-wrapped) model, seeded by ``train.seed``; then each rank gets its own dropout RNG stream."""
+    torch.manual_seed(cfg.train.seed)
+    model: nn.Module = build_model(cfg.model)
+    torch.manual_seed(cfg.train.seed + 1 + info.rank)
+    if info.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        if info.distributed:  # SyncBN only where it helps: per-GPU batches are tiny at full resolution
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(info.device)
+    optimizer = build_optimizer(model, cfg.train)
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return model, optimizer, make_grad_scaler(info.device, cfg.train.amp)
+
+
+def _run_epochs(cfg: PipelineConfig, data: TrainData, model: nn.Module, optimizer: torch.optim.SGD,
+                scaler: torch.amp.GradScaler, pos: Position, info: DistInfo, classes: ClassSet, run_dir: Path,
+                log: RunLog, on_step: Callable | None, on_epoch_start: Callable | None) -> FitResult:
+    t = cfg.train
+    sampler = PlanSampler(data.planner, rank=info.rank, world_size=info.world_size)
+    loader = make_loader(data, sampler, t, info.device)
+    loss_fn = build_loss(cfg.loss, classes.num_classes, classes.ignore_index)
+    epoch_steps = [steps_per_epoch(data.planner, e, t.batch_size, info.world_size) for e in range(t.epochs)]
+    if not any(epoch_steps):
+        raise DataError(f"{cfg.data.root}: too few training items for one batch of {t.batch_size} per "
+                        "process")
+    total = sum(epoch_steps)
+    ctx = StepContext(device=info.device, amp=t.amp, mean=cfg.data.mean, std=cfg.data.std,
+                      channels_last=info.device.type == "cuda")
+    eval_settings = EvalSettings(scales=t.val_scales, mean=cfg.data.mean, std=cfg.data.std,
+                                 max_pixels=cfg.data.max_image_pixels)
+    metrics = None
+    started = time.perf_counter()
+
+    def step_hook(p: Position, parts: dict[str, float]) -> None:
+        if info.is_main and (p.global_step % t.log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]):
+            seconds = round(time.perf_counter() - started, 3)
+            log.write("train", epoch=p.epoch, step=p.global_step, seconds=seconds,
+                      **{k: round(v, 6) for k, v in parts.items()})
+        if on_step is not None and info.is_main:
+            on_step(p, parts)
+
+    while pos.epoch < t.epochs and not (t.max_iters and pos.global_step >= t.max_iters):
+        sampler.set_epoch(pos.epoch, start=pos.step_in_epoch * t.batch_size)
+        log.write("epoch", epoch=pos.epoch, steps=epoch_steps[pos.epoch], start_step=pos.step_in_epoch,
+                  items_per_source=items_per_source(sampler, len(data.dataset.sources)))
+        if on_epoch_start is not None and info.is_main:
+            on_epoch_start(pos.epoch, epoch_steps[pos.epoch] - pos.step_in_epoch)
+        train_one_epoch(model, loader, loss_fn, optimizer, scaler, ctx, pos,
+                        lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
+                        max_iters=t.max_iters, on_step=step_hook)
+        average_buffers(model, info)
+        if pos.step_in_epoch < epoch_steps[pos.epoch]:
+            break  # stopped by max_iters mid-epoch: save below, resume continues from here
+        pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+        metrics = _maybe_validate(cfg, data, model, classes, info, eval_settings, pos, run_dir, log)
+        save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
+    if pos.step_in_epoch:
+        save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
+    log.write("end", global_step=pos.global_step, epochs_done=pos.epoch,
+              best_miou=None if pos.best_miou == float("-inf") else pos.best_miou)
+    _barrier(info)
+    return FitResult(run_dir=run_dir, global_step=pos.global_step, epochs_done=pos.epoch,
+                     best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
+                     last_metrics=metrics, model=_unwrap(model))
+
+
+def _maybe_validate(cfg: PipelineConfig, data: TrainData, model: nn.Module, classes: ClassSet, info: DistInfo,
+                    settings: EvalSettings, pos: Position, run_dir: Path, log: RunLog) -> SegMetrics | None:
+    """Validate after every ``val_every``-th epoch; a new best mIoU also writes ``best.pt``."""
+    every = cfg.train.val_every
+    if not every or pos.epoch % every or not data.val_samples:
+        return None
+    metrics = evaluate(model, data.val_samples, classes, device=info.device, settings=settings, info=info)
+    log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
+    if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
+        pos.best_miou = metrics.miou
+        if info.is_main:
+            save_checkpoint(run_dir / BEST, model, cfg.model, classes.names, metadata=_metadata(cfg, pos))
+            log.write("best", epoch=pos.epoch, step=pos.global_step, miou=metrics.miou)
+    return metrics
+
+
+def iter_log(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """The records of a run's ``log.jsonl``."""
+    with open(Path(run_dir) / LOG, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+

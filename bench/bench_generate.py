@@ -1,0 +1,209 @@
+"""Benchmarks for `autolabel generate` (CPU; every speed figure is a ratio measured within one run).
+
+    python bench/bench_generate.py png          # label KB/image and encode ms at 2048x1024, per PNG setting
+    python bench/bench_generate.py confidence   # confidence-store bytes / label bytes, per zstd level
+    python bench/bench_generate.py throughput   # generate images/s / bare-model images/s (tiny teacher)
+    python bench/bench_generate.py rss          # peak RSS of generate for 100 vs 1000 images
+    python bench/bench_generate.py all
+
+Label maps are Cityscapes-like scenes from the synthetic city (2048x1024, real class layout); a teacher's
+thresholding is imitated by ignoring pixels near class boundaries (confidence grows with the distance to the
+nearest boundary), which is where real teachers are unsure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autolabel.classes import CITYSCAPES
+from autolabel.data.io import encode_label_png, write_image_png
+from autolabel.data.synth import render_scene
+from autolabel.generate import confidence
+
+SIZE = (2048, 1024)  # (W, H)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Box dilation by an integral image (no scipy here)."""
+    pad = np.pad(mask.astype(np.int32), radius + 1)
+    integral = pad.cumsum(0).cumsum(1)
+    k = 2 * radius + 1
+    h, w = mask.shape
+    total = (integral[k:k + h, k:k + w] - integral[:h, k:k + w] - integral[k:k + h, :w] + integral[:h, :w])
+    return total > 0
+
+
+def teacher_like_maps(seed: int, ladder_len: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(labels with ignore, confidence codes) imitating a thresholded teacher on a Cityscapes-like scene."""
+    rng = np.random.default_rng(seed)
+    scene = render_scene(rng, *SIZE)
+    train = CITYSCAPES.label_to_train_lut()[scene.label]
+    boundary = np.zeros(train.shape, bool)
+    boundary[:, 1:] |= train[:, 1:] != train[:, :-1]
+    boundary[1:, :] |= train[1:, :] != train[:-1, :]
+    codes = np.full(train.shape, ladder_len, np.uint8)
+    for code in range(ladder_len - 1, -1, -1):  # code k within 1 + 2k px of a boundary
+        codes[_dilate(boundary, 1 + 2 * code)] = code
+    codes[train == 255] = 0
+    labels = np.where(codes > 0, train, 255).astype(np.uint8)
+    return labels, codes
+
+
+def bench_png(n: int) -> dict:
+    maps = [teacher_like_maps(i)[0] for i in range(n)]
+    results = {}
+    for level in (1, 6, 9):
+        sizes, times = [], []
+        for labels in maps:
+            start = time.perf_counter()
+            data = encode_label_png(labels, compress_level=level)
+            times.append(time.perf_counter() - start)
+            sizes.append(len(data))
+        results[f"PIL compress_level={level}"] = {"kb": statistics.mean(sizes) / 1024,
+                                                  "encode_ms": 1000 * statistics.median(times)}
+    ignored = statistics.mean(float((m == 255).mean()) for m in maps)
+    return {"images": n, "ignored_fraction": round(ignored, 3), "settings": results}
+
+
+def bench_confidence(n: int) -> dict:
+    results = {}
+    pairs = [teacher_like_maps(i) for i in range(n)]
+    label_bytes = statistics.mean(len(encode_label_png(lab, 9)) for lab, _ in pairs)
+    for level in (3, 9, 19):
+        confidence.ZSTD_LEVEL = level  # the module constant; a benchmark may vary it
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            sizes = [confidence.write_codes(Path(tmp), f"img{i}", codes)
+                     for i, (_, codes) in enumerate(pairs)]
+            ms = 1000 * (time.perf_counter() - start) / n
+        results[f"zstd level {level}"] = {"kb": statistics.mean(sizes) / 1024, "write_ms": ms,
+                                          "ratio_to_label": statistics.mean(sizes) / label_bytes}
+    return {"images": n, "label_kb": label_bytes / 1024, "settings": results}
+
+
+def _tiny_teacher(path: Path) -> None:
+    from autolabel.config import ModelConfig
+    from autolabel.models.build import build_model
+    from autolabel.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(width="tiny", num_classes=19)
+    save_checkpoint(path, build_model(cfg), cfg, CITYSCAPES.names)
+
+
+def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: int = 5) -> dict:
+    """generate (decode + infer + encode + write, from disk) vs the bare model on preloaded tensors.
+
+    The two are measured alternately, ``rounds`` times, so load from other processes hits both alike; the
+    median of the per-round ratios is the figure to quote (the best-of-each ratio is printed too).
+    """
+    from autolabel.config import DataConfig, GenerateConfig
+    from autolabel.data.datasets import discover_folder
+    from autolabel.generate.inference import normalise, predict_logits
+    from autolabel.generate.runner import GenerateJob, Teacher, run_generate
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _tiny_teacher(tmp / "t.pt")
+        images = []
+        for i in range(n):
+            rgb = render_scene(np.random.default_rng(i), width, height).rgb
+            write_image_png(tmp / "in" / f"{i:04d}.png", rgb)
+            images.append(rgb)
+        settings = GenerateConfig(device="cpu", batch_size=batch_size, scales=(0.5, 1.0, 2.0))
+        teacher = Teacher.load(tmp / "t.pt", settings, DataConfig())
+        batches = [torch.from_numpy(np.stack(images[i:i + batch_size])) for i in range(0, n, batch_size)]
+        samples = discover_folder(tmp / "in")
+        warm = normalise(batches[0], teacher.mean, teacher.std)
+        predict_logits(teacher.model, warm, settings.scales)
+        bare, full = [], []
+        for r in range(rounds):
+            start = time.perf_counter()
+            for batch in batches:
+                predict_logits(teacher.model, normalise(batch, teacher.mean, teacher.std), settings.scales)
+            bare.append(n / (time.perf_counter() - start))
+            job = GenerateJob(teacher=tmp / "t.pt", out=tmp / f"out{r}", generate=settings)
+            start = time.perf_counter()
+            run_generate(job, samples, teacher=teacher)
+            full.append(n / (time.perf_counter() - start))
+    return {"images": n, "size": f"{width}x{height}", "batch_size": batch_size, "scales": [0.5, 1.0, 2.0],
+            "bare_model_img_s": bare, "generate_img_s": full, "ratio_best": max(full) / max(bare),
+            "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
+            "ratio_median": statistics.median(f / b for f, b in zip(full, bare, strict=True))}
+
+
+_RSS_CHILD = """
+import sys, resource, torch
+from pathlib import Path
+torch.set_num_threads(1)
+from autolabel.config import GenerateConfig
+from autolabel.data.datasets import discover_folder
+from autolabel.generate.runner import GenerateJob, run_generate
+tmp, n = Path(sys.argv[1]), int(sys.argv[2])
+samples = discover_folder(tmp / "in")[:n]
+settings = GenerateConfig(device="cpu", scales=(1.0,))
+job = GenerateJob(teacher=tmp / "t.pt", out=tmp / f"out{n}", generate=settings)
+run_generate(job, samples)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_rss(counts: tuple[int, ...] = (100, 1000), width: int = 128, height: int = 64) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _tiny_teacher(tmp / "t.pt")
+        rng = np.random.default_rng(0)
+        for i in range(max(counts)):
+            write_image_png(tmp / "in" / f"{i:05d}.png", rng.integers(0, 255, (height, width, 3), np.uint8))
+        for n in counts:
+            out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(tmp), str(n)], check=True,
+                                 capture_output=True, text=True)
+            results[n] = int(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    return {"peak_rss_mb": results, "size": f"{width}x{height}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["png", "confidence", "throughput", "rss", "all"])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--size", default="256x128", help="throughput image size WxH")
+    parser.add_argument("--batch-size", type=int, default=1)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    report = {}
+    if args.what in ("png", "all"):
+        report["png"] = bench_png(args.images)
+    if args.what in ("confidence", "all"):
+        report["confidence"] = bench_confidence(args.images)
+    if args.what in ("throughput", "all"):
+        report["throughput"] = bench_throughput(args.images, width, height, args.batch_size)
+    if args.what in ("rss", "all"):
+        report["rss"] = bench_rss()
+    print(json.dumps(_rounded(report), indent=2))
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""DDP: two gloo processes on CPU under torchrun train together and end with identical weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from autolabel.data.synth import make_synthetic_city
+from autolabel.models.checkpoint import load_checkpoint
+from autolabel.train.loop import LAST, iter_log
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    torch.set_num_threads(1)
+    from autolabel.config import load_config
+    from autolabel.train.loop import fit
+    result = fit(load_config(None, sys.argv[2:]))
+    torch.save(result.model.state_dict(), os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    city = tmp_path / "city"
+    make_synthetic_city(city, train=8, val=2, extra=0, size=(64, 32), seed=0)
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "run"
+    overrides = [f"data.root={json.dumps(str(city))}", f"train.out_dir={json.dumps(str(out))}",
+                 "model.width='tiny'", "train.crop_size=[32, 32]", "train.batch_size=2", "train.workers=0",
+                 "train.epochs=2", "train.val_every=1", "train.class_uniform_tile=16", "train.device='cpu'",
+                 "model.dropout=0.3", "train.log_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(tmp_path), *overrides]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    saved = load_checkpoint(out / LAST).model.state_dict()
+    assert all(torch.equal(rank0[k], saved[k]) for k in rank0)
+    records = list(iter_log(out))
+    start = next(r for r in records if r["event"] == "start")
+    assert start["world_size"] == 2
+    # 8 items split over 2 ranks, 2 per batch -> 2 steps per epoch on each rank
+    assert max(r["step"] for r in records if r["event"] == "train") == 4
+    assert sum(r["event"] == "val" for r in records) == 2
