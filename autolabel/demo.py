@@ -123,7 +123,9 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
             result.labels[key] = audit_summary(audit(out / folder, classes, out / "audit" / f"{key}.json"))
     with stage("report"):
         build_report(out / "labels", out / "report", classes=classes,
-                     evaluations={name: out / "eval" / f"{run}.json" for name, (run, _) in MODELS.items()})
+                     evaluations={name: out / "eval" / f"{run}.json" for name, (run, _) in MODELS.items()},
+                     audits={"auto labels": out / "audit" / "auto.json",
+                             "human coarse": out / "audit" / "coarse.json"})
     atomic_write_bytes(out / "results.json", (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return result
 

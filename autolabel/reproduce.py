@@ -224,13 +224,13 @@ def attention_by_class(cfg: PipelineConfig, checkpoint: Path, samples: Sequence[
     sums: dict[str, np.ndarray] = {}
     counts = np.zeros(classes.num_classes, dtype=np.int64)
     for sample in samples:
-        image = torch.from_numpy(read_image(sample.image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        image = torch.from_numpy(read_image(sample.image))[None]  # (1, H, W, 3) uint8
         outputs = predict_logits(model, normalise(image, cfg.data.mean, cfg.data.std), scales)
         label = torch.from_numpy(read_label(sample.label, lut).astype(np.int64)).flatten()
         valid = label < classes.num_classes
         counts += np.bincount(label[valid].numpy(), minlength=classes.num_classes)
         for key in (k for k in outputs if k.startswith("attn_")):
-            attn = F.interpolate(outputs[key], size=image.shape[-2:], mode="bilinear", align_corners=False)
+            attn = F.interpolate(outputs[key], size=image.shape[1:3], mode="bilinear", align_corners=False)
             per_class = torch.bincount(label[valid], weights=attn.flatten()[valid].double(),
                                        minlength=classes.num_classes)
             sums[key] = sums.get(key, 0) + per_class.numpy()

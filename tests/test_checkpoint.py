@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -43,7 +44,8 @@ def model():
 @pytest.fixture
 def saved(tmp_path, model):
     path = tmp_path / "teacher.pt"
-    save_checkpoint(path, model, CFG, NAMES, metadata={"epoch": 7, "miou": 0.5, "source": tmp_path})
+    metadata = {"epoch": np.int64(7), "miou": np.float64(0.5), "source": tmp_path}  # numpy, paths: made plain
+    save_checkpoint(path, model, CFG, NAMES, metadata=metadata)
     return path
 
 
@@ -64,6 +66,7 @@ def test_round_trip_gives_identical_outputs_and_description(saved, model):
     assert loaded.model_cfg == CFG
     assert loaded.class_names == NAMES
     assert loaded.metadata == {"epoch": 7, "miou": 0.5, "source": str(saved.parent)}
+    assert type(loaded.metadata["miou"]) is float
     assert loaded.sha256 == checkpoint_sha256(saved)
     assert not loaded.model.training
     expected, got = outputs(model), outputs(loaded.model)
@@ -91,6 +94,12 @@ def test_save_is_atomic_and_overwrites(tmp_path, model, saved):
 def test_save_rejects_class_names_that_do_not_fit(tmp_path, model):
     with pytest.raises(CheckpointError, match="2 class names"):
         save_checkpoint(tmp_path / "x.pt", model, CFG, NAMES[:2])
+
+
+def test_save_rejects_metadata_that_is_not_plain(tmp_path, model):
+    with pytest.raises(TypeError, match=r"metadata.extra\[0\]: object"):
+        save_checkpoint(tmp_path / "x.pt", model, CFG, NAMES, metadata={"extra": [object()]})
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_save_unwraps_data_parallel(tmp_path, model):
@@ -230,7 +239,6 @@ def test_import_round_trip_with_and_without_module_prefix(tmp_path, model, prefi
 
 
 def test_import_numpy_scalars_beside_the_weights_are_accepted(tmp_path, model):
-    np = pytest.importorskip("numpy")
     src = tmp_path / "best.pth"
     torch.save({**nvidia_style(model, "module."), "mean_iu": np.float64(0.86)}, src)
     import_nvidia_checkpoint(src, tmp_path / "t.pt", CFG, NAMES)

@@ -17,6 +17,16 @@ from autolabel.demo import MODELS, DemoResult, DemoSettings, coarse_labelset, re
 from autolabel.generate import labelset
 from autolabel.generate.inputs import config_source
 from autolabel.generate.verify import verify_labelset
+from autolabel.reproduce import (
+    STUDENTS,
+    VARIANTS,
+    ReproduceSettings,
+    mean_std,
+    run_reproduce,
+    step_seconds,
+    summarise,
+    write_results,
+)
 from autolabel.train.datasets import AutoLabelSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +102,59 @@ def test_demo_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path: Path):
     again = run_demo(settings)
     assert again.miou == result.miou
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained or re-evaluated
+
+
+# ---------------------------------------------------------------------------------------------------------
+# make reproduce
+
+
+def test_mean_and_sample_spread():
+    stat = mean_std([0.5, None, 0.7])
+    assert stat["mean"] == pytest.approx(0.6) and stat["std"] == pytest.approx(0.1414214) and stat["n"] == 2
+    assert mean_std([0.3])["std"] is None and mean_std([None])["mean"] is None
+
+
+def test_step_time_comes_from_the_training_log(tmp_path: Path):
+    records = [{"event": "start"}] + [{"event": "train", "step": s, "seconds": t}
+                                      for s, t in ((10, 5.0), (20, 7.0), (30, 11.0))]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert step_seconds(tmp_path) == pytest.approx(0.4)  # the first interval is warm-up
+
+
+def _seed_numbers(miou: float, step: float) -> dict:
+    iou = {c: miou for c in CITYSCAPES.names}
+    steps = {name: step * (2 if "explicit" in name else 1) for name in VARIANTS}
+    return {"table3": {name: {"miou": miou, "iou": iou, "step_seconds": steps[name]} for name in VARIANTS},
+            "failure_iou": {"0.5x": {**iou, "pole": 0.0}, "2x": {**iou, "road": 0.0}},
+            "attention": {"attn_0.5x": {"road": 0.8, "pole": 0.2}},
+            "table4": {name: miou for name in STUDENTS}}
+
+
+def test_summary_and_markdown_of_several_seeds(tmp_path: Path):
+    settings = ReproduceSettings(work=tmp_path, results=tmp_path / "results", config=tmp_path / "r.toml",
+                                 command="make reproduce")
+    results = summarise({0: _seed_numbers(0.4, 1.0), 1: _seed_numbers(0.6, 3.0)}, CITYSCAPES, settings, 90.0)
+    assert results["table3"]["single 1.0"]["miou"]["mean"] == pytest.approx(0.5)
+    assert results["table3"]["explicit 0.5/1.0/2.0"]["step_time_vs_single"]["mean"] == pytest.approx(2.0)
+    thin = results["failure_modes"]["groups"]["thin"]
+    assert thin["0.5x"]["mean"] == pytest.approx((0.4 * 4 / 5 + 0.6 * 4 / 5) / 2)  # pole is 0 at 0.5x
+    assert thin["2x"]["mean"] == pytest.approx(0.5)
+    assert results["attention"]["attn_0.5x"]["road"]["mean"] == pytest.approx(0.8)
+    write_results(settings.results, results)
+    text = (settings.results / "reproduce.md").read_text()
+    assert "`make reproduce`" in text and "| single 1.0 | 50.0 ± 14.1 | 1.00 ± 0.00x |" in text
+    assert json.loads((settings.results / "reproduce.json").read_text())["seeds"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_reproduce_runs_every_experiment_for_a_seed(tmp_path: Path):
+    settings = ReproduceSettings(work=tmp_path / "work", results=tmp_path / "results",
+                                 config=REPO / "pipelines" / "reproduce.toml", seeds=(0,), overrides=TINY,
+                                 train=8, val=4, extra=8, size=(64, 32), jobs=1)
+    results = run_reproduce(settings)
+    assert all(v["miou"]["mean"] is not None for v in results["table3"].values())
+    assert all(v["mean"] is not None for v in results["table4"].values())
+    assert set(results["attention"]) == {"attn_0.5x", "attn_1.0x"}
+    values = [s["mean"] for a in results["attention"].values() for s in a.values() if s["mean"] is not None]
+    assert values and all(0.0 <= v <= 1.0 for v in values)
+    assert (settings.results / "reproduce.md").is_file()

@@ -131,6 +131,22 @@ def test_code_store_round_trip_and_overwrite(tmp_path):
         load_confidence(tmp_path, "city/a/other")
 
 
+def test_code_arrays_are_the_arrays_zarr_itself_would_write(tmp_path):
+    import json
+
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    zarr.create_array(store=str(tmp_path / "ref"), shape=(5, 7), chunks=(5, 7), dtype="uint8", fill_value=0,
+                      compressors=ZstdCodec(level=confidence.ZSTD_LEVEL), zarr_format=3)
+    expected = json.loads((tmp_path / "ref" / "zarr.json").read_text())
+    assert json.loads(confidence.array_metadata((5, 7))) == expected
+    codes = np.arange(35, dtype=np.uint8).reshape(5, 7) % 11
+    write_codes(tmp_path, "img", codes)
+    array = zarr.open_array(str(tmp_path / "confidence.zarr" / "img"), mode="r")
+    assert array.shape == (5, 7) and np.array_equal(array[...], codes)
+
+
 def test_rethreshold_array_checks_shapes():
     with pytest.raises(LabelSetError, match="shape"):
         rethreshold_array(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8), 0.5, (0.5,))

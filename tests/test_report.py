@@ -314,3 +314,34 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path):
     assert "Error:" in result.output and "labelset.json" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["report", str(tmp_path), "--evaluation", "=x.json"])
     assert result.exit_code == 2 and "--evaluation" in result.output
+
+
+def _audit_json(path: Path, labelset_id: str, accuracy: float) -> Path:
+    sweep = [{"threshold": t, "coverage": 0.5, "accuracy": accuracy} for t in LADDER]
+    path.write_text(json.dumps({"labelset_id": labelset_id, "reference": "gtFine", "images": 5,
+                                "coverage": 0.5, "accuracy": accuracy, "miou": 0.25, "sweep": sweep}))
+    return path
+
+
+def test_audits_become_a_table_and_an_accuracy_curve(labelled: Path, tmp_path: Path):
+    meta, _ = collect.load_meta_and_manifest(labelled)
+    own = _audit_json(tmp_path / "own.json", meta["labelset_id"], 0.875)
+    other = _audit_json(tmp_path / "other.json", "someone-else", 0.5)
+    build_report(labelled, tmp_path / "with", audits={"auto": own, "coarse": other},
+                 options=ReportOptions(worst=0, sample=0))
+    build_report(labelled, tmp_path / "without", options=ReportOptions(worst=0, sample=0))
+    text = (tmp_path / "with" / "index.html").read_text()
+    assert "<td>auto</td><td>gtFine</td><td class=\"num\">5</td><td class=\"num\">50.0</td>" \
+           "<td class=\"num\">87.5</td>" in text
+    assert "<td>coarse</td>" in text
+    # the own audit adds a second line to the coverage chart, the other label set's audit does not
+    with_curve = np.asarray(Image.open(tmp_path / "with" / "assets" / "coverage.png").convert("RGB"))
+    without = np.asarray(Image.open(tmp_path / "without" / "assets" / "coverage.png").convert("RGB"))
+    second = np.all(with_curve == plots.SERIES_COLORS[1], axis=-1).sum()
+    assert second > 50 and np.all(without == plots.SERIES_COLORS[1], axis=-1).sum() == 0
+
+
+def test_audit_json_must_be_an_audit(tmp_path: Path):
+    (tmp_path / "eval.json").write_text(json.dumps({"miou": 0.5, "iou": {}}))
+    with pytest.raises(DataError, match="eval.json"):
+        collect.read_audit(tmp_path / "eval.json", "x")

@@ -13,13 +13,13 @@ from autolabel.generate.inputs import parse_dataset_spec
 from autolabel.report import ReportOptions, build_report
 
 
-def parse_evaluation(text: str) -> tuple[str, Path]:
+def parse_named_file(text: str, option: str) -> tuple[str, Path]:
     """``NAME=PATH`` or ``PATH`` (named by the file stem)."""
     name, sep, path = text.partition("=")
     if not sep:
         name, path = Path(text).stem, text
     if not name or not path:
-        raise ConfigError(f"--evaluation {text!r}: expected NAME=PATH or PATH, e.g. student=runs/s/eval.json")
+        raise ConfigError(f"{option} {text!r}: expected NAME=PATH or PATH, e.g. student=runs/s/eval.json")
     return name, Path(path)
 
 
@@ -29,6 +29,8 @@ def parse_evaluation(text: str) -> tuple[str, Path]:
               help="Folder for index.html and its pictures [default: OUT/report].")
 @click.option("--evaluation", "evaluations", multiple=True, metavar="NAME=JSON",
               help="An `autolabel evaluate` JSON to show as a column (repeatable, in this order).")
+@click.option("--audit", "audits", multiple=True, metavar="NAME=JSON",
+              help="An `autolabel evaluate-labels --out` JSON to show as a row (repeatable).")
 @click.option("--fine", "fine_spec", default=None, metavar="LAYOUT:ROOT:SPLIT",
               help="Fine-labelled split for the class shares [default: a Cityscapes source's train split].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -38,15 +40,17 @@ def parse_evaluation(text: str) -> tuple[str, Path]:
 @click.option("--sample", default=12, show_default=True, type=click.IntRange(0),
               help="Images in the random sheet.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sheet.")
-def report(out: Path, dest: Path | None, evaluations: tuple[str, ...], fine_spec: str | None,
+def report(out: Path, dest: Path | None, evaluations: tuple[str, ...], audits: tuple[str, ...],
+           fine_spec: str | None,
            config_path: Path | None, worst: int, sample: int, seed: int) -> None:
     """Write an HTML report of the label set in OUT: counts, errors, time, class shares vs human labels,
     coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse)."""
     classes = class_set_from_config(load_pipeline(config_path, ()).classes) if config_path else None
-    named = dict(parse_evaluation(t) for t in evaluations)
+    named = dict(parse_named_file(t, "--evaluation") for t in evaluations)
     steps = ("overview", "reference labels", "confidence", "sheets", "page")
     with progress(length=len(steps), label="report") as bar:
         page = build_report(out, dest, evaluations=named, classes=classes,
+                            audits=dict(parse_named_file(t, "--audit") for t in audits),
                             fine_source=parse_dataset_spec(fine_spec) if fine_spec else None,
                             options=ReportOptions(worst=worst, sample=sample, seed=seed),
                             on_step=lambda name: bar.update(1))

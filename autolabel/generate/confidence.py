@@ -122,7 +122,7 @@ def write_codes(out: Path, image_id: str, codes: np.ndarray) -> int:
     final = store_path(out) / image_id
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
-    files = {"zarr.json": array_metadata(codes.shape),
+    files = {"zarr.json": array_metadata(codes.shape, ZSTD_LEVEL),
              "c/0/0": Zstd(level=ZSTD_LEVEL).encode(np.ascontiguousarray(codes, dtype=np.uint8).tobytes())}
     try:
         for name, data in files.items():

@@ -220,9 +220,15 @@ def _class_names(raw: Any, model_cfg: ModelConfig, path: Path) -> tuple[str, ...
 
 
 def _plain(value: Any, where: str) -> Any:
-    """``value`` as something ``weights_only`` loading accepts (paths -> str, tuples -> lists)."""
-    if value is None or isinstance(value, bool | int | float | str | Tensor):
+    """``value`` as ``weights_only`` loading accepts it (paths -> str, tuples -> lists, numpy -> Python)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, Tensor):
         return value
+    # exact builtins: a subclass such as np.float64 would be pickled as itself and refused on load
+    for plain_type in (bool, int, float, str):
+        if isinstance(value, plain_type):
+            return plain_type(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, list | tuple):

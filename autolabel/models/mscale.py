@@ -70,6 +70,7 @@ def hierarchical_fuse(preds: Mapping[float, Tensor], attns: Mapping[float, Tenso
         p, a = preds[s], attns[s]
         if s >= 1.0:
             down = resize_to(fused, p.shape[-2:])
+            p, a = p.to(down.dtype), a.to(down.dtype)  # lerp wants one dtype; autocast may mix them
             # a * p + (1 - a) * down(fused); in place only on a tensor made here, never on a caller's
             fused = down.lerp_(p, a) if down is not fused else torch.lerp(down, p, a)
         else:

@@ -55,12 +55,15 @@ class _Assets:
 
 
 def build_report(out: str | Path, dest: str | Path | None = None, *,
-                 evaluations: Mapping[str, Path] | None = None, fine_source: dict[str, Any] | None = None,
+                 evaluations: Mapping[str, Path] | None = None, audits: Mapping[str, Path] | None = None,
+                 fine_source: dict[str, Any] | None = None,
                  classes: ClassSet | None = None, options: ReportOptions = ReportOptions(),
                  on_step: Callable[[str], None] | None = None) -> Path:
     """Write the report of the label set in ``out`` to ``dest`` (default ``OUT/report``); returns the page.
 
-    ``evaluations`` maps a column name to a JSON file as ``autolabel evaluate`` writes it; ``fine_source``
+    ``evaluations`` maps a column name to a JSON file as ``autolabel evaluate`` writes it, ``audits`` a row
+    name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
+    threshold next to the coverage curve); ``fine_source``
     (a source description, see :mod:`autolabel.generate.inputs`) names the fine-labelled split to compare
     class shares with (default: the ``train`` split of a Cityscapes source).
     """
@@ -69,11 +72,12 @@ def build_report(out: str | Path, dest: str | Path | None = None, *,
     meta, manifest = collect.load_meta_and_manifest(out)
     classes = _check_classes(classes, meta)
     evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
+    checks = [collect.read_audit(path, name) for name, path in (audits or {}).items()]
     step = on_step or (lambda name: None)
     staging = dest.parent / f".{dest.name}{confidence.TEMP_MARK}{uuid.uuid4().hex[:12]}"
     try:
         assets = _Assets(staging)
-        sections = _sections(out, meta, manifest, classes, evals, fine_source, options, assets, step)
+        sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
         _replace_dir(staging, dest)
@@ -116,18 +120,21 @@ def _page(meta: dict[str, Any], sections: Sequence[str]) -> str:
 
 
 def _sections(out: Path, meta: dict[str, Any], manifest: Any, classes: ClassSet, evals: Sequence[Any],
-              fine_source: dict[str, Any] | None, options: ReportOptions, assets: _Assets,
-              step: Callable[[str], None]) -> list[str]:
+              checks: Sequence[collect.Audit], fine_source: dict[str, Any] | None, options: ReportOptions,
+              assets: _Assets, step: Callable[[str], None]) -> list[str]:
     rows = [r for r in manifest.to_pylist() if r["status"] == "ok"]
     step("overview")
     sections = [_overview_section(out, meta, manifest, classes)]
     if evals:
         sections.append(_evaluation_section(evals, classes))
+    if checks:
+        sections.append(_audit_section(checks))
     step("reference labels")
     source = collect.source_data(meta, fine_source)
     sections.append(_shares_section(manifest, rows, classes, source, options, assets))
     step("confidence")
-    sections.append(_coverage_section(out, rows, meta, classes, options, assets))
+    own = next((a for a in checks if a.labelset_id == meta["labelset_id"] and a.sweep), None)
+    sections.append(_coverage_section(out, rows, meta, classes, options, assets, own))
     worst = collect.worst_rows(rows, options.worst)
     randoms = collect.random_rows(rows, options.sample, options.seed, exclude=worst)
     step("sheets")
@@ -182,11 +189,10 @@ def _source_text(source: dict[str, Any]) -> str:
 
 
 def _evaluation_section(evals: Sequence[Any], classes: ClassSet) -> str:
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None or v != v else f"{100 * v:.1f}"
-
-    rows = [[name] + [pct(e.iou.get(name)) for e in evals] for name in classes.names]
-    rows.append(["mIoU"] + [pct(e.miou) for e in evals])
+    # classes no evaluation has a value for (absent from its ground truth and predictions) are left out
+    names = [n for n in classes.names if any(e.iou.get(n) is not None for e in evals)]
+    rows = [[name] + [_pct(e.iou.get(name)) for e in evals] for name in names]
+    rows.append(["mIoU"] + [_pct(e.miou) for e in evals])
     headers = ["class"] + [e.name for e in evals]
     sources = html.paragraph("From: " + "; ".join(f"{e.name} = {e.source}" for e in evals), "muted")
     return html.section("Evaluation (IoU %)", html.table(headers, rows, [False] + [True] * len(evals)),
@@ -213,6 +219,18 @@ def _share_series(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassS
     return series, notes
 
 
+def _audit_section(checks: Sequence[collect.Audit]) -> str:
+    rows = [[a.name, a.reference, f"{a.images:,}", _pct(a.coverage), _pct(a.accuracy), _pct(a.miou)]
+            for a in checks]
+    return html.section(
+        "Label sets vs human labels",
+        html.paragraph("Coverage: share of pixels that carry a label. Accuracy and mIoU: on the pixels both "
+                       "the label set and the reference label (`autolabel evaluate-labels`)."),
+        html.table(["label set", "reference", "images", "coverage %", "accuracy %", "mIoU %"], rows,
+                   [False, False, True, True, True, True]),
+        anchor="audit")
+
+
 def _shares_section(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet,
                     source: collect.SourceData, options: ReportOptions, assets: _Assets) -> str:
     series, notes = _share_series(manifest, rows, classes, source, options)
@@ -235,15 +253,19 @@ def _shares_section(manifest: Any, rows: Sequence[dict[str, Any]], classes: Clas
 
 
 def _coverage_section(out: Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any], classes: ClassSet,
-                      options: ReportOptions, assets: _Assets) -> str:
+                      options: ReportOptions, assets: _Assets, own_audit: collect.Audit | None) -> str:
     cov = collect.coverage_curve(out, rows, meta, classes, options.coverage_images)
     if cov is None:
         return html.section("Coverage vs threshold", html.paragraph(
             "No confidence store in this label set (generate ran without confidence), so no curve."),
             anchor="coverage")
-    curve = plots.Series("pixels labelled", [100 * v for v in cov.overall])
-    chart = plots.line_chart(cov.thresholds, [curve], title="Coverage vs threshold",
-                             x_label="threshold on max softmax probability", y_label="% of all pixels",
+    curves = [plots.Series("pixels labelled %", [100 * v for v in cov.overall])]
+    if own_audit is not None:
+        accuracy = {round(p["threshold"], 6): p["accuracy"] for p in own_audit.sweep}
+        curves.append(plots.Series(f"accuracy vs {own_audit.reference} % ({own_audit.name})",
+                                   [_scaled(accuracy.get(round(t, 6))) for t in cov.thresholds]))
+    chart = plots.line_chart(cov.thresholds, curves, title="Coverage vs threshold",
+                             x_label="threshold on max softmax probability", y_label="%",
                              marker_x=float(meta["threshold"]))
     picks = [t for t in (cov.thresholds[0], 0.7, 0.9) if t in cov.thresholds]
     cols = [cov.thresholds.index(t) for t in picks]
@@ -261,6 +283,14 @@ def _coverage_section(out: Path, rows: Sequence[dict[str, Any]], meta: dict[str,
         html.table(["class"] + [f"kept at {t:g} %" for t in picks], table_rows,
                    [False] + [True] * len(picks)),
         anchor="coverage")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def _scaled(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -251,6 +251,33 @@ def read_evaluation(path: Path, name: str | None = None) -> Evaluation:
                       source=Path(path))
 
 
+@dataclass(frozen=True)
+class Audit:
+    """A label set compared with human labels (``autolabel evaluate-labels --out``), in 0..1."""
+
+    name: str
+    labelset_id: str | None
+    reference: str
+    images: int
+    coverage: float | None
+    accuracy: float | None
+    miou: float | None
+    sweep: list[dict[str, Any]]  # per ladder threshold: threshold, coverage, accuracy (empty without codes)
+
+
+def read_audit(path: Path, name: str) -> Audit:
+    """An ``evaluate-labels`` JSON; a :class:`DataError` naming the file when it is not one."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        return Audit(name=name, labelset_id=raw.get("labelset_id"), reference=str(raw["reference"]),
+                     images=int(raw["images"]), coverage=raw["coverage"], accuracy=raw["accuracy"],
+                     miou=raw["miou"], sweep=list(raw.get("sweep") or []))
+    except FileNotFoundError:
+        raise DataError(f"{path}: audit file not found") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not an `autolabel evaluate-labels` JSON ({exc})") from None
+
+
 def load_meta_and_manifest(out: Path) -> tuple[dict[str, Any], Any]:
     """``labelset.json`` and the full manifest (every status); a LabelSetError when there are no rows."""
     meta = labelset.read_labelset(out)

@@ -128,7 +128,7 @@ class TrainTransform:
 
     def _scaled_window(self, image: np.ndarray, label: np.ndarray, scale: float, top_left: tuple[int, int]
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """The crop at ``top_left`` of the image scaled by ``scale``, resizing only the source pixels it needs.
+        """The crop at ``top_left`` of the image scaled by ``scale``, resizing only the pixels under it.
 
         Scaling a 2048x1024 image by 2 to cut a 512x1024 crop would resize 16x more pixels than the crop
         holds; instead the source window under the crop (plus a margin for the filter support) is cut first.
@@ -140,6 +140,6 @@ class TrainTransform:
             bounds.append((lo, hi))
         (y0, y1), (x0, x1) = bounds
         patch_image, patch_label = resize_pair(image[y0:y1, x0:x1], label[y0:y1, x0:x1], scale)
-        # where the patch's first pixel lands in the scaled image; image and label share it, so they stay aligned
+        # where the patch's first pixel lands in the scaled image; image and label share it: they stay aligned
         offset = (top_left[0] - round(y0 * scale), top_left[1] - round(x0 * scale))
         return crop_pair(patch_image, patch_label, offset, self.crop_size, self.ignore_index)
