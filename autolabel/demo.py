@@ -14,15 +14,20 @@ Layout under ``out``::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from autolabel.classes import ClassSet, class_set_from_config
 from autolabel.config import PipelineConfig, load_config, replace
@@ -96,7 +101,7 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
     cfg = demo_config(settings)
     classes = class_set_from_config(cfg.classes)
     result = DemoResult(out=out, report=out / "report" / "index.html")
-    stage = _Stages(result, on_stage)
+    stage = functools.partial(_timed_stage, result, on_stage)
 
     with stage("synth"):
         make_city(settings)
@@ -108,11 +113,10 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
         extra = discover(cfg.data, cfg.generate.split)
         coarse_labelset(extra, out / "coarse_labels", classes, config_source(cfg.data, cfg.generate.split),
                         centroid_tile=cfg.generate.centroid_tile)
-    for name, (run, labels) in MODELS.items():
-        if labels is None:
-            continue
-        with stage(f"student: {name}"):
-            train_model(cfg, out / run, labels=[out / labels])
+    with stage("students"):
+        # two small trainings side by side, one thread each, use two cores better than one after the other
+        run_side_by_side([(train_in_worker, (cfg, out / run, [out / labels]))
+                          for run, labels in MODELS.values() if labels is not None], jobs=2)
     val = [s for s in discover(cfg.data, cfg.data.val_split) if s.label is not None]
     for name, (run, _) in MODELS.items():
         with stage(f"evaluate: {name}"):
@@ -130,27 +134,17 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
     return result
 
 
-class _Stages:
-    """Times each stage into the result and tells the caller which one starts."""
-
-    def __init__(self, result: DemoResult, on_stage: StageFn | None):
-        self.result = result
-        self.on_stage = on_stage
-        self.name = ""
-        self.start = 0.0
-
-    def __call__(self, name: str) -> _Stages:
-        self.name = name
-        return self
-
-    def __enter__(self) -> None:
-        log.info("demo stage: %s", self.name)
-        if self.on_stage is not None:
-            self.on_stage(self.name)
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.result.seconds[self.name] = time.perf_counter() - self.start
+@contextlib.contextmanager
+def _timed_stage(result: DemoResult, on_stage: StageFn | None, name: str) -> Iterator[None]:
+    """Tell the caller a stage starts, and record its wall time in ``result.seconds``."""
+    log.info("demo stage: %s", name)
+    if on_stage is not None:
+        on_stage(name)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.seconds[name] = time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,6 +172,21 @@ def train_model(cfg: PipelineConfig, run_dir: Path, labels: Sequence[Path] = ())
     # without a checkpoint, whatever an interrupted start left there (log, config) is of no use
     fit(cfg, student=bool(labels), labels=labels, resume=resume, overwrite=not resume)
     return run_dir / LAST
+
+
+def train_in_worker(cfg: PipelineConfig, run_dir: Path, labels: Sequence[Path]) -> Path:
+    """:func:`train_model` in a worker process with one thread (two of these share two cores best)."""
+    torch.set_num_threads(1)
+    return train_model(cfg, run_dir, labels)
+
+
+def run_side_by_side(tasks: Sequence[tuple[Callable[..., Any], tuple]], jobs: int) -> list[Any]:
+    """Run ``fn(*args)`` for each task in ``jobs`` worker processes (in this process when ``jobs`` <= 1)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return [fn(*args) for fn, args in tasks]
+    # spawn, not fork: this process may already hold torch's thread pools
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [f.result() for f in [pool.submit(fn, *args) for fn, args in tasks]]
 
 
 def label_pool(cfg: PipelineConfig, teacher: Path, out: Path, classes: ClassSet) -> GenerateResult:

@@ -22,7 +22,6 @@ import multiprocessing
 import platform
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,8 @@ from autolabel.demo import (
     evaluate_checkpoint,
     label_pool,
     make_city,
+    run_side_by_side,
+    train_in_worker,
 )
 from autolabel.generate.inference import normalise, predict_logits
 from autolabel.generate.inputs import config_source
@@ -91,21 +92,6 @@ def run_dir(work: Path, seed: int, name: str) -> Path:
     return work / f"seed{seed}" / safe
 
 
-def _train_task(cfg: PipelineConfig, out: Path, labels: Sequence[Path]) -> Path:
-    """One training in a worker process (one thread: two of these share two cores best)."""
-    from autolabel.demo import train_model
-
-    torch.set_num_threads(1)
-    return train_model(cfg, out, labels)
-
-
-def _run_all(tasks: Sequence[tuple[Callable, tuple]], jobs: int) -> list[Any]:
-    if jobs <= 1:
-        return [fn(*args) for fn, args in tasks]
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [f.result() for f in [pool.submit(fn, *args) for fn, args in tasks]]
-
-
 def variant_config(cfg: PipelineConfig, name: str, seed: int) -> PipelineConfig:
     mscale, train_scales, eval_scales = VARIANTS[name]
     model = replace(cfg.model, mscale=mscale, train_scales=train_scales, infer_scales=eval_scales)
@@ -137,7 +123,7 @@ def run_reproduce(settings: ReproduceSettings,
     val = [s for s in discover(cfg.data, cfg.data.val_split) if s.label is not None]
 
     say(f"table 3: {len(VARIANTS) - 1} variants x {len(settings.seeds)} seeds")
-    _run_all([(_train_task, (variant_config(cfg, name, seed), run_dir(work, seed, name), ()))
+    run_side_by_side([(train_in_worker, (variant_config(cfg, name, seed), run_dir(work, seed, name), ()))
               for seed in settings.seeds for name in _trained_variants()], settings.jobs)
 
     say("label sets: human coarse, and one auto-label set per seed's hierarchical teacher")
@@ -149,7 +135,7 @@ def run_reproduce(settings: ReproduceSettings,
         label_pool(cfg, teacher, run_dir(work, seed, "labels"), classes)
 
     say(f"table 4: {len(STUDENTS) - 1} students x {len(settings.seeds)} seeds")
-    _run_all([(_train_task, (student_config(cfg, name, seed), run_dir(work, seed, name),
+    run_side_by_side([(train_in_worker, (student_config(cfg, name, seed), run_dir(work, seed, name),
                              [_labels_dir(work, seed, folder)]))
               for seed in settings.seeds for name, (folder, _) in STUDENTS.items() if folder is not None],
              settings.jobs)
@@ -303,7 +289,8 @@ def markdown(results: dict[str, Any]) -> str:
     city, machine = results["city"], results["machine"]
     lines = [f"Produced by `{results['command']}` ({n} seeds: mean ± sample std; {results['minutes']} min "
              f"on {machine['cpus']} CPU cores, torch {machine['torch']}). Synthetic city: {city['train']} "
-             f"fine / {city['extra']} extra / {city['val']} val images of {city['size'][0]}x{city['size'][1]}.",
+             f"fine / {city['extra']} extra / {city['val']} val images of "
+             f"{city['size'][0]}x{city['size'][1]}.",
              ""]
     lines += ["**Table 3 analogue** (val mIoU %, training step time relative to single scale)", "",
               "| method | mIoU | step time |", "| --- | ---: | ---: |"]

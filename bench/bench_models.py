@@ -8,7 +8,7 @@ Times are process CPU seconds (see :func:`interleaved_seconds`).
    explicit attention on (0.5, 1.0, 2.0), each relative to single-scale 1.0 training (the paper: pair
    training costs about a quarter of explicit 3-scale training).
 
-Usage: python bench/bench_models.py [--width tiny] [--size 256x512] [--threads 1] [--repeats 7]
+Usage: python bench/bench_models.py [--width tiny] [--size 256x512] [--threads 1] [--repeats 7] [--no-train]
 Prints one JSON object.
 """
 
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-train", action="store_true", help="measure inference only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))
@@ -108,7 +109,8 @@ def main() -> None:
     result = {"width": args.width, "size": [height, width], "batch": args.batch, "threads": args.threads,
               "repeats": args.repeats, "torch": torch.__version__}
     result.update(bench_inference(args.width, images, args.repeats))
-    result.update(bench_training(args.width, images, args.repeats))
+    if not args.no_train:
+        result.update(bench_training(args.width, images, args.repeats))
     print(json.dumps(result, indent=2))
 
 

@@ -34,7 +34,8 @@ def test_cityscapes_names_and_colours():
 
 
 def test_custom_class_set_from_config():
-    cfg = ClassesConfig(preset="custom", names=("bg", "tumour"), colors=("#000000", "#ff0000"), label_ids=(0, 200))
+    cfg = ClassesConfig(preset="custom", names=("bg", "tumour"), colors=("#000000", "#ff0000"),
+                        label_ids=(0, 200))
     cs = class_set_from_config(cfg)
     assert cs.colors[1] == (255, 0, 0)
     label = np.array([[0, 200, 7]], dtype=np.uint8)

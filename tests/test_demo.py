@@ -13,7 +13,7 @@ from autolabel.config import DataConfig
 from autolabel.data.datasets import discover
 from autolabel.data.io import read_label
 from autolabel.data.synth import make_synthetic_city
-from autolabel.demo import MODELS, DemoResult, DemoSettings, coarse_labelset, results_table, run_demo
+from autolabel.demo import MODELS, DemoResult, DemoSettings, coarse_labelset, results_table, run_demo, run_side_by_side
 from autolabel.generate import labelset
 from autolabel.generate.inputs import config_source
 from autolabel.generate.verify import verify_labelset
@@ -69,6 +69,11 @@ def test_coarse_labelset_is_skipped_when_complete(city: Path, tmp_path: Path):
     parts = {p: p.stat().st_mtime_ns for p in labelset.part_paths(out)}
     coarse_labelset(samples, out, CITYSCAPES, config_source(data, "train_extra"))
     assert {p: p.stat().st_mtime_ns for p in labelset.part_paths(out)} == parts
+
+
+def test_side_by_side_runs_keep_the_task_order():
+    tasks = [(pow, (2, 10)), (divmod, (7, 2)), (pow, (3, 2))]
+    assert run_side_by_side(tasks, jobs=2) == run_side_by_side(tasks, jobs=1) == [1024, (3, 1), 9]
 
 
 def test_results_table_shows_models_label_sets_and_time(tmp_path: Path):

@@ -175,6 +175,26 @@ def test_thresholding_exactly_at_threshold_is_ignored(tmp_path, city):
         assert np.all(read_label(tmp_path / "below" / row["label"]) == 0)  # argmax of a tie: the first class
 
 
+def test_tiled_generate_equals_whole_when_the_image_fits(tmp_path, reference, teacher, city):
+    out = tmp_path / "tiled"
+    run([*base_args(teacher, city, out), "--tile-size", "128"])  # 64x32 at 2.0x is 128x64: one window
+    for row in read_manifest(reference).to_pylist():
+        assert (out / row["label"]).read_bytes() == (reference / row["label"]).read_bytes()
+    assert read_labelset(out)["tiling"]["tile_size"] == 128
+
+
+def test_tiled_teacher_runs_windows_when_the_image_does_not_fit(teacher, city):
+    loaded = load_checkpoint(teacher)
+    image = read_image(discover_cityscapes(city, SPLIT)[0].image)
+    x = normalise(torch.from_numpy(image)[None], (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    whole = predict_logits(loaded.model, x, [0.5, 1.0, 2.0])
+    tiled = predict_logits(loaded.model, x, [0.5, 1.0, 2.0], tile_size=96, tile_overlap=0.5)  # 48 px windows
+    assert {k: v.shape for k, v in tiled.items()} == {k: v.shape for k, v in whole.items()}
+    # windows see less context, so only most pixels agree
+    agree = (tiled["pred"].argmax(1) == whole["pred"].argmax(1)).float().mean()
+    assert agree > 0.5
+
+
 # ---------------------------------------------------------------------------------------------------------
 # shards, resume
 
@@ -455,9 +475,13 @@ def test_verify_catches_missing_and_duplicate_rows(tmp_path, reference):
     assert "label file with no manifest row" in result.output
 
 
-def test_manifest_merges_parts_and_summarises(reference):
-    result = run(["manifest", str(reference)])
-    merged = labelset.pq.read_table(reference / "manifest.parquet")
+def test_manifest_merges_parts_and_summarises(tmp_path, reference):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    result = run(["manifest", str(out)])
+    merged = labelset.pq.read_table(out / "manifest.parquet")
     assert merged.num_rows == N_EXTRA and set(merged.column_names) >= {"id", "class_counts", "centroids"}
     assert f"{N_EXTRA} images, {N_EXTRA} ok, 0 errors" in result.output
     assert "road" in result.output

@@ -18,7 +18,7 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-        # ground-truth pixels predicted as ignore/out of range (e.g. a thresholded label's 255): false negatives
+        # ground-truth pixels predicted as ignore (e.g. a thresholded label's 255) count as false negatives
         self.missed = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -33,7 +33,8 @@ class ConfusionMatrix:
         pred_valid = (pred >= 0) & (pred < self.num_classes)
         keep = valid & pred_valid
         idx = target[keep] * self.num_classes + pred[keep]
-        self.matrix += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        counts = torch.bincount(idx, minlength=self.num_classes**2)
+        self.matrix += counts.view(self.num_classes, self.num_classes)  # (C*C,) -> (C, C)
         self.missed += torch.bincount(target[valid & ~pred_valid], minlength=self.num_classes)
 
     def merge(self, other: ConfusionMatrix) -> None:

@@ -57,7 +57,7 @@ class TeacherPlugin(WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, checkpoint: Path, classes: ClassSet | None, settings: GenerateConfig, data: DataConfig,
-                 torch_threads: int):
+                 torch_threads: int | None = None):
         self.checkpoint = Path(checkpoint)
         self.classes = classes
         self.settings = settings
@@ -66,7 +66,8 @@ class TeacherPlugin(WorkerPlugin):
         self.teacher: Teacher | None = None
 
     def setup(self, worker: Any) -> None:
-        torch.set_num_threads(self.torch_threads)
+        if self.torch_threads is not None:  # workers of a local cluster share this machine's cores
+            torch.set_num_threads(self.torch_threads)
         device = worker_device(self.settings.device, worker.name)
         self.teacher = Teacher.load(self.checkpoint, self.settings, self.data, self.classes, device=device)
         log.info("worker %s: teacher loaded on %s", worker.name, device)
@@ -98,8 +99,8 @@ def local_cluster(workers: int, device: str) -> LocalCluster:
 
 
 def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None, *,
-                      workers: int = 0,
-                      scheduler: str | None = None, on_image: ProgressFn | None = None) -> GenerateResult:
+                      workers: int = 0, scheduler: str | None = None,
+                      on_image: ProgressFn | None = None) -> GenerateResult:
     """Like :func:`~autolabel.generate.runner.run_generate`, with chunks spread over a Dask cluster.
 
     ``scheduler`` is the address of an existing cluster; otherwise a local cluster of ``workers`` processes
@@ -117,7 +118,7 @@ def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: Clas
     cluster = None if scheduler else local_cluster(workers, job.generate.device)
     try:
         with Client(scheduler or cluster) as client:
-            rows = _run_tasks(client, job, classes, todo, on_image)
+            rows = _run_tasks(client, job, classes, todo, on_image, local=cluster is not None)
     finally:
         if cluster is not None:
             cluster.close()
@@ -129,11 +130,14 @@ def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: Clas
 
 
 def _run_tasks(client: Client, job: GenerateJob, classes: ClassSet, chunks: Sequence[Chunk],
-               on_image: ProgressFn | None) -> list[dict[str, Any]]:
+               on_image: ProgressFn | None, local: bool) -> list[dict[str, Any]]:
+    """Submit one task per chunk and gather the rows; a local cluster's workers split the cores."""
     if not chunks:
         return []
-    nworkers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    threads = max(1, (os.cpu_count() or 1) // nworkers)
+    threads = None
+    if local:
+        nworkers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        threads = max(1, (os.cpu_count() or 1) // nworkers)
     client.register_plugin(TeacherPlugin(job.teacher, classes, job.generate, job.data, threads))
     settings = write_settings(job, classes)
     g = job.generate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from autolabel.config import ModelConfig
+from autolabel.models.deeplab import DeepLabV3Plus
 from autolabel.models.hrnet import HRNET_SPECS
 from autolabel.models.mscale import MultiScaleSegmenter
 from autolabel.models.ocr import HRNetOCR
@@ -19,9 +20,7 @@ def build_model(cfg: ModelConfig) -> MultiScaleSegmenter:
     if cfg.arch == "hrnet_ocr":
         model: MultiScaleSegmenter = HRNetOCR(spec=HRNET_SPECS[cfg.width], dropout=cfg.dropout,
                                               attn_inner_3x3=cfg.attn_inner_3x3, **common)
-    else:
-        from autolabel.models.deeplab import DeepLabV3Plus
-
+    else:  # deeplabv3plus: a ResNet-50 trunk, `width` does not apply
         model = DeepLabV3Plus(attn_inner_3x3=cfg.attn_inner_3x3, **common)
     logger.debug("built %s/%s (%s): %.1fM parameters", cfg.arch, cfg.width, cfg.mscale,
                  sum(p.numel() for p in model.parameters()) / 1e6)

@@ -63,9 +63,9 @@ def build_report(out: str | Path, dest: str | Path | None = None, *,
 
     ``evaluations`` maps a column name to a JSON file as ``autolabel evaluate`` writes it, ``audits`` a row
     name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
-    threshold next to the coverage curve); ``fine_source``
-    (a source description, see :mod:`autolabel.generate.inputs`) names the fine-labelled split to compare
-    class shares with (default: the ``train`` split of a Cityscapes source).
+    threshold next to the coverage curve). ``fine_source`` (a source description as in
+    :mod:`autolabel.generate.inputs`) names the fine-labelled split to compare class shares with (default:
+    the ``train`` split of a Cityscapes source).
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
