@@ -312,6 +312,11 @@ def _build(cls: type, raw: dict[str, Any], base_dir: Path, prefix: str = "") -> 
     return cls(**kwargs)
 
 
+def from_dict(cls: type, raw: dict[str, Any], base_dir: Path | None = None, prefix: str = "") -> Any:
+    """Build and check a config section from a plain dict (e.g. one stored in a checkpoint)."""
+    return _build(cls, raw, base_dir or Path.cwd(), prefix=prefix)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=v``: ``v`` is read as a TOML value (``0.1``, ``true``, ``[0.5, 1.0]``) or else a string."""
     if "=" not in text:

@@ -75,12 +75,13 @@ def bench_png(n: int) -> dict:
     return {"images": n, "ignored_fraction": round(ignored, 3), "settings": results}
 
 
-def bench_confidence(n: int) -> dict:
+def bench_confidence(n: int, levels: tuple[int, ...] = (3, 9, 15, 17, 19)) -> dict:
     results = {}
     pairs = [teacher_like_maps(i) for i in range(n)]
     label_bytes = statistics.mean(len(encode_label_png(lab, 9)) for lab, _ in pairs)
-    for level in (3, 9, 15, 17, 19):
-        confidence.ZSTD_LEVEL = level  # the module constant; a benchmark may vary it
+    chosen = confidence.ZSTD_LEVEL
+    for level in levels:
+        confidence.ZSTD_LEVEL = level  # the module constant; a benchmark may vary it (restored below)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             sizes = [confidence.write_codes(Path(tmp), f"img{i}", codes)
@@ -88,6 +89,7 @@ def bench_confidence(n: int) -> dict:
             ms = 1000 * (time.perf_counter() - start) / n
         results[f"zstd level {level}"] = {"kb": statistics.mean(sizes) / 1024, "write_ms": ms,
                                           "ratio_to_label": statistics.mean(sizes) / label_bytes}
+    confidence.ZSTD_LEVEL = chosen
     return {"images": n, "label_kb": label_bytes / 1024, "settings": results}
 
 
@@ -151,7 +153,7 @@ def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: i
 
 
 _RSS_CHILD = """
-import sys, resource, torch
+import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
 from autolabel.config import GenerateConfig
@@ -162,7 +164,8 @@ samples = discover_folder(tmp / "in")[:n]
 settings = GenerateConfig(device="cpu", scales=(1.0,))
 job = GenerateJob(teacher=tmp / "t.pt", out=tmp / f"out{n}", generate=settings)
 run_generate(job, samples)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: after fork + exec, ru_maxrss still holds the (larger) parent's peak
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
@@ -177,7 +180,7 @@ def bench_rss(counts: tuple[int, ...] = (100, 1000), width: int = 128, height: i
         for n in counts:
             out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(tmp), str(n)], check=True,
                                  capture_output=True, text=True)
-            results[n] = int(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+            results[n] = int(out.stdout.strip().splitlines()[-1]) / 1024  # VmHWM is in kB
     return {"peak_rss_mb": results, "size": f"{width}x{height}"}
 
 

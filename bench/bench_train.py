@@ -100,6 +100,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the best is kept")
     args = parser.parse_args()
+    print(json.dumps(run_benchmark(args), indent=2))
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """The figures for parsed arguments (see :func:`main`; ``bench/run.py`` passes its own); ``steps=0``
+    skips the training-step rates."""
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         city = Path(tmp) / "city"
@@ -121,18 +127,18 @@ def main() -> None:
             decode = max(decode, decode_rate(samples, args.epochs))
             in_process = max(in_process, loader_rate(cfg("train.workers=0"), run_dir, args.epochs))
         parallel = loader_rate(cfg(f"train.workers={args.workers}"), run_dir, args.epochs)
-        rmi = step_rate(cfg("loss.main='rmi'"), run_dir, args.steps)
-        ce = step_rate(cfg("loss.main='ce'"), run_dir, args.steps)
-    print(json.dumps({
+        rmi = step_rate(cfg("loss.main='rmi'"), run_dir, args.steps) if args.steps else None
+        ce = step_rate(cfg("loss.main='ce'"), run_dir, args.steps) if args.steps else None
+    return {
         "image_size": f"{args.size[0]}x{args.size[1]}", "crop": f"{args.crop[0]}x{args.crop[1]}",
         "batch": args.batch, "threads": args.threads,
         "decode_floor_samples_per_s": round(decode, 2),
         "loader_samples_per_s_workers0": round(in_process, 2),
         "loader_vs_decode_floor": round(in_process / decode, 3),
         f"loader_samples_per_s_workers{args.workers}": round(parallel, 2),
-        "train_steps_per_s_rmi": round(rmi, 3),
-        "train_steps_per_s_ce": round(ce, 3),
-    }, indent=2))
+        "train_steps_per_s_rmi": rmi and round(rmi, 3),
+        "train_steps_per_s_ce": ce and round(ce, 3),
+    }
 
 
 if __name__ == "__main__":

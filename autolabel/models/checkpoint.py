@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from autolabel.config import ModelConfig, _build, to_dict
+from autolabel.config import ModelConfig, from_dict, to_dict
 from autolabel.data.io import atomic_write_bytes
 from autolabel.errors import CheckpointError, ConfigError
 from autolabel.models.build import build_model
@@ -205,7 +205,7 @@ def _model_config(raw: Any, path: Path) -> ModelConfig:
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: 'model_config' is not a table")
     try:
-        return _build(ModelConfig, dict(raw), path.parent, prefix="model.")
+        return from_dict(ModelConfig, dict(raw), path.parent, prefix="model.")
     except ConfigError as exc:
         raise CheckpointError(f"{path}: bad model config in the checkpoint: {exc}") from None
 

@@ -12,7 +12,7 @@ from autolabel.data.synth import make_synthetic_city
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 
-from .helpers import IMAGE_SIZE, N_EXTRA, TEACHER_CFG, generate_args, labelset_state, run_cli
+from .helpers import IMAGE_SIZE, N_EXTRA, TEACHER_CFG, assert_verified, generate_args, labelset_state, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -36,5 +36,5 @@ def reference(tmp_path_factory, teacher, city) -> dict[str, object]:
     """The state of an uninterrupted single-process CLI run, which every fault scenario must reproduce."""
     out = tmp_path_factory.mktemp("rel_ref") / "out"
     run_cli(*generate_args(teacher, city, out))
-    run_cli("verify", str(out))
+    assert_verified(out)
     return labelset_state(out)

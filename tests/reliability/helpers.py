@@ -17,7 +17,7 @@ import torch
 
 from autolabel.config import ModelConfig
 from autolabel.generate import labelset
-from autolabel.generate.verify import is_temp_name
+from autolabel.generate.verify import is_temp_name, verify_labelset
 
 torch.set_num_threads(1)
 
@@ -69,10 +69,16 @@ def labelset_state(out: Path) -> dict[str, object]:
              for p in sorted(out.rglob("*"))
              if p.is_file() and p.relative_to(out).parts[0] in (labelset.LABELS_DIR, "confidence.zarr",
                                                                   labelset.LABELSET_FILE)}
-    run_cli("manifest", str(out))
+    labelset.merge_manifest(out)  # what `autolabel manifest OUT` does
     merged = pq.read_table(out / labelset.MERGED_MANIFEST)
     rows = merged.drop_columns(list(labelset.TIMING_COLUMNS)).to_pylist()
     return {"files": files, "rows": rows}
+
+
+def assert_verified(out: Path) -> None:
+    """What `autolabel verify OUT` checks (in this process: a CLI start costs seconds), with no problems."""
+    report = verify_labelset(out)
+    assert report.ok, report.problems[:10]
 
 
 def tree_snapshot(root: Path) -> dict[str, str]:

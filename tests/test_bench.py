@@ -1,0 +1,89 @@
+"""Smoke tests of ``make bench``: the cheapest figures on tiny inputs, and the shape of ``results/bench.json``.
+
+No timing assertions: only that each figure is measured, is a finite ratio with its definition, and that the
+document records the machine and the command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH_DIR))  # the benchmarks are scripts in bench/, not an installed package
+
+import common  # noqa: E402
+import run as bench_run  # noqa: E402
+
+from autolabel.generate import confidence  # noqa: E402
+
+TINY = dataclasses.replace(bench_run.QUICK, label_maps=1, zstd_levels=(), model_size=(32, 64), model_repeats=1)
+FIGURE_KEYS = {"name", "definition", "value", "goal", "unit", "details", "seconds", "met", "machine", "command"}
+
+
+@pytest.mark.parametrize(("goal", "value", "met"), [
+    (">= 0.95", 0.96, True), (">= 0.95", 0.94, False), ("<= 15", 15.0, True), ("<= 15", 15.5, False),
+    ("", 3.0, None)])
+def test_figure_met_compares_against_the_goal(goal, value, met):
+    assert common.Figure(name="x", definition="d", value=value, goal=goal).met is met
+
+
+def test_hierarchical_overhead_figure_is_a_positive_ratio():
+    figure = bench_run.hierarchical_overhead(TINY)
+    singles = sum(figure.details[f"single_{s}x_s"] for s in (0.5, 1.0, 2.0))
+    assert figure.value == pytest.approx(figure.details["hierarchical_3scale_s"] / singles)
+    assert figure.value > 0 and figure.goal == "<= 1.05"
+
+
+def test_label_footprint_reports_every_png_setting_and_the_soft_label_ratio():
+    figure = bench_run.label_footprint(TINY)
+    settings = figure.details["settings"]
+    assert len(settings) >= 2  # the not-chosen settings are shown too
+    assert figure.details["chosen"] in settings
+    assert figure.value == settings[figure.details["chosen"]]["kb"]
+    # 19 classes x 2048 x 1024 x 2 bytes, as a multiple of the label
+    assert figure.details["soft_label_kb"] == 19 * 2048 * 1024 * 2 / 1024
+    assert figure.details["soft_to_label_ratio"] == pytest.approx(figure.details["soft_label_kb"] / figure.value)
+    assert all(s["encode_ms"] > 0 and s["kb"] > 0 for s in settings.values())
+
+
+def test_confidence_store_figure_leaves_the_chosen_zstd_level_alone():
+    chosen = confidence.ZSTD_LEVEL
+    figure = bench_run.confidence_store(dataclasses.replace(TINY, zstd_levels=(3,)))
+    assert confidence.ZSTD_LEVEL == chosen  # the benchmark varies the module constant, then restores it
+    assert set(figure.details["settings"]) == {"zstd level 3", f"zstd level {chosen}"}
+    assert figure.value == figure.details["settings"][f"zstd level {chosen}"]["ratio_to_label"]
+    assert 0 < figure.value < math.inf
+
+
+def test_run_writes_the_json_document_and_a_table(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results" / "bench.json"
+    monkeypatch.setenv("BENCH_QUICK", "1")
+    monkeypatch.setattr(bench_run, "QUICK", TINY)
+    monkeypatch.setattr(sys, "argv", ["run.py", "--only", "hierarchical_overhead,label_footprint",
+                                      "--out", str(out)])
+    bench_run.main()
+    document = json.loads(out.read_text())
+    assert document["mode"] == "quick"
+    assert list(document["figures"]) == ["hierarchical_overhead", "label_footprint"]
+    for name, figure in document["figures"].items():
+        assert set(figure) == FIGURE_KEYS and figure["name"] == name
+        assert isinstance(figure["value"], float) and math.isfinite(figure["value"])
+        assert figure["definition"] and isinstance(figure["met"], bool)
+        assert {"cores", "torch", "torch_threads"} <= set(figure["machine"])
+        assert figure["command"].startswith("BENCH_QUICK=1 ") and "--only" in figure["command"]
+    printed = capsys.readouterr().out
+    assert "| hierarchical_overhead |" in printed and "| label_footprint |" in printed
+
+
+def test_run_rejects_an_unknown_figure(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["run.py", "--only", "warp_speed", "--out", str(tmp_path / "b.json")])
+    with pytest.raises(SystemExit) as exc:
+        bench_run.main()
+    assert exc.value.code == 2
+    assert not (tmp_path / "b.json").exists()
