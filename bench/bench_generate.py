@@ -93,17 +93,18 @@ def bench_confidence(n: int, levels: tuple[int, ...] = (3, 9, 15, 17, 19)) -> di
     return {"images": n, "label_kb": label_bytes / 1024, "settings": results}
 
 
-def _tiny_teacher(path: Path) -> None:
+def _tiny_teacher(path: Path, width: str = "tiny") -> None:
     from autolabel.config import ModelConfig
     from autolabel.models.build import build_model
     from autolabel.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    cfg = ModelConfig(width="tiny", num_classes=19)
+    cfg = ModelConfig(width=width, num_classes=19)
     save_checkpoint(path, build_model(cfg), cfg, CITYSCAPES.names)
 
 
-def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: int = 3) -> dict:
+def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: int = 3,
+                     model_width: str = "tiny") -> dict:
     """generate (decode + infer + encode + write, from disk) vs the bare model on preloaded tensors.
 
     The two are measured alternately, ``rounds`` times, so load from other processes hits both alike
@@ -119,7 +120,7 @@ def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: i
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        _tiny_teacher(tmp / "t.pt")
+        _tiny_teacher(tmp / "t.pt", model_width)
         images = []
         for i in range(n):
             rgb = render_scene(np.random.default_rng(i), width, height).rgb
@@ -144,6 +145,7 @@ def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: i
             full.append(n / (time.perf_counter() - start))
             full_cpu += time.process_time() - cpu
     return {"images": n, "size": f"{width}x{height}", "batch_size": batch_size, "scales": [0.5, 1.0, 2.0],
+            "model_width": model_width,
             "bare_model_img_s": bare, "generate_img_s": full, "ratio_best": max(full) / max(bare),
             "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
             "ratio_median": statistics.median(f / b for f, b in zip(full, bare, strict=True)),

@@ -28,8 +28,8 @@ log = logging.getLogger("soak")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of ``root_pid`` and all its descendants (from /proc)."""
+def tree_rss_bytes(root_pid: int) -> tuple[int, int]:
+    """Resident memory of ``root_pid`` alone and of it with all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -48,7 +48,7 @@ def tree_rss_bytes(root_pid: int) -> int:
         pid = todo.pop()
         total += rss.get(pid, 0)
         todo.extend(children.get(pid, []))
-    return total
+    return rss.get(root_pid, 0), total
 
 
 def manifest_rows(out: Path) -> int:
@@ -94,11 +94,11 @@ def run_once(cmd: list[str], out: Path, kill_at_rows: int | None, timeline: list
     killed = False
     peak = 0
     while proc.poll() is None:
-        rss = tree_rss_bytes(proc.pid)
+        coordinator, rss = tree_rss_bytes(proc.pid)
         rows = manifest_rows(out)
         peak = max(peak, rss)
         timeline.append({"t": round(time.perf_counter() - t0, 1), "rss_mb": round(rss / 2**20, 1),
-                         "rows": rows})
+                         "coordinator_mb": round(coordinator / 2**20, 1), "rows": rows})
         if kill_at_rows is not None and rows >= kill_at_rows:
             os.killpg(proc.pid, signal.SIGKILL)  # coordinator and Dask workers at once, like a lost node
             killed = True

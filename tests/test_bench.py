@@ -87,3 +87,18 @@ def test_run_rejects_an_unknown_figure(monkeypatch, tmp_path):
         bench_run.main()
     assert exc.value.code == 2
     assert not (tmp_path / "b.json").exists()
+
+
+def test_peak_rss_of_a_child_does_not_include_its_parents_peak():
+    # ru_maxrss of a fork + exec child starts at the parent's peak; the memory figures must not see that
+    import subprocess
+
+    import numpy as np
+
+    ballast = np.ones(512 * 2**20 // 8)  # 512 MiB resident in this (the parent) process
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import common; print(common.peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code, str(BENCH_DIR)], check=True, capture_output=True,
+                         text=True)
+    child_peak = float(out.stdout.strip().splitlines()[-1])
+    assert common.peak_rss_mb() > 512 + ballast[0]  # the parent's peak holds the ballast
+    assert child_peak < common.peak_rss_mb() - 400

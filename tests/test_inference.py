@@ -138,3 +138,15 @@ def test_normalise_is_uint8_hwc_to_chw_float():
     x = normalise(images, (0.5, 0.0, 0.2), (0.5, 1.0, 0.1))
     assert x.shape == (1, 3, 1, 1)
     assert torch.allclose(x.flatten(), torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("tile_size", [0, 16])
+def test_keys_limits_the_outputs_and_leaves_them_unchanged(tile_size):
+    torch.manual_seed(2)
+    model = PointwiseTeacher().eval()
+    x = torch.randn(1, 3, 24, 40)
+    full = predict_logits(model, x, [0.5, 1.0], tile_size=tile_size)
+    only = predict_logits(model, x, [0.5, 1.0], tile_size=tile_size, keys={"pred", "attn_0.5x"})
+    assert set(only) == {"pred", "attn_0.5x"}
+    for key, value in only.items():
+        assert torch.allclose(value, full[key], atol=1e-6), key

@@ -28,6 +28,7 @@ from autolabel.generate.runner import (
     Teacher,
     prepare,
     process_chunks,
+    remove_stale_temp_files,
     remove_superseded_parts,
     start_output,
     write_settings,
@@ -122,6 +123,8 @@ def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: Clas
     finally:
         if cluster is not None:
             cluster.close()
+    # a worker that died mid-write left its temporary files; its chunk was redone elsewhere, so they are junk
+    remove_stale_temp_files(Path(job.out), plan.chunks, job.generate.label_ids)
     remove_superseded_parts(Path(job.out), plan.chunks)
     result.ok = sum(r["status"] == "ok" for r in rows)
     result.errors = [(r["id"], r["error"]) for r in rows if r["status"] != "ok"]
@@ -147,10 +150,12 @@ def _run_tasks(client: Client, job: GenerateJob, classes: ClassSet, chunks: Sequ
     rows: list[dict[str, Any]] = []
     try:
         for future in as_completed(futures):
+            chunk = futures.pop(future)
             chunk_rows = future.result()  # re-raises FailFastError / write failures from the worker
+            future.release()  # else the worker keeps every chunk's rows in memory until the run ends
             rows.extend(chunk_rows)
             if on_image is not None:
-                on_image(len(futures[future].todo))
+                on_image(len(chunk.todo))
     finally:
         client.cancel(list(futures))
     return rows

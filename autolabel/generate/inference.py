@@ -9,7 +9,7 @@ confidence codes on the same device, so only ``2 x H x W`` bytes per image ever 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +23,7 @@ Outputs = dict[str, torch.Tensor]
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool = False,
-                   tile_size: int = 0, tile_overlap: float = 0.25) -> Outputs:
+                   tile_size: int = 0, tile_overlap: float = 0.25, keys: Collection[str] | None = None) -> Outputs:
     """Fused logits ``"pred"`` (B, C, H, W) plus the model's per-scale keys, in eval mode without gradients.
 
     Args:
@@ -35,13 +35,16 @@ def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[floa
         tile_size: when the largest scaled input would exceed this many pixels on a side, run overlapping
             windows of ``tile_size / max(scales)`` input pixels, averaged where they overlap; 0 = never.
         tile_overlap: fraction of a window shared with its neighbour.
+        keys: the output keys to return (None: all). Tiling stitches only these: a full-size canvas per
+            per-scale key (``pred_2.0x`` alone is C x 2H x 2W floats) would cost more than the whole image.
     """
     if model.training:
         model.eval()
     window = _window_size(images.shape[-2:], scales, tile_size)
     if window is None:
-        return _predict_flip(model, images, scales, flip)
-    return _predict_tiled(model, images, scales, flip, window, tile_overlap)
+        outputs = _predict_flip(model, images, scales, flip)
+        return outputs if keys is None else {k: v for k, v in outputs.items() if k in keys}
+    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys)
 
 
 def _predict_flip(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool) -> Outputs:
@@ -73,7 +76,7 @@ def _starts(length: int, window: int, overlap: float) -> list[int]:
 
 
 def _predict_tiled(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool,
-                   window: tuple[int, int], overlap: float) -> Outputs:
+                   window: tuple[int, int], overlap: float, keys: Collection[str] | None = None) -> Outputs:
     """Sliding-window prediction; every output key is stitched at its own resolution and averaged."""
     height, width = images.shape[-2:]
     sums: Outputs = {}
@@ -82,6 +85,8 @@ def _predict_tiled(model: nn.Module, images: torch.Tensor, scales: Sequence[floa
         for x0 in _starts(width, window[1], overlap):
             crop = images[..., y0 : y0 + window[0], x0 : x0 + window[1]]
             for key, value in _predict_flip(model, crop, scales, flip).items():
+                if keys is not None and key not in keys:
+                    continue
                 # a key's resolution relative to the input (1 for "pred", s for "pred_{s}x")
                 ry, rx = value.shape[-2] / window[0], value.shape[-1] / window[1]
                 if key not in sums:
@@ -93,7 +98,7 @@ def _predict_tiled(model: nn.Module, images: torch.Tensor, scales: Sequence[floa
                 w = min(value.shape[-1], sums[key].shape[-1] - left)
                 sums[key][..., top : top + h, left : left + w] += value[..., :h, :w]
                 counts[key][top : top + h, left : left + w] += 1
-    return {key: sums[key] / counts[key].clamp(min=1) for key in sums}
+    return {key: sums[key].div_(counts[key].clamp(min=1)) for key in sums}  # in place: no second canvas
 
 
 @dataclass

@@ -162,6 +162,11 @@ class Teacher:
         ladder = confidence.make_ladder(settings.threshold, settings.ladder_step, settings.ladder_top)
         return cls(loaded, classes, dev, settings, data, ladder)
 
+    def output_keys(self) -> set[str]:
+        """The model outputs labelling needs: the fused logits, and attention maps when they are kept."""
+        attention = {f"attn_{s}x" for s in self.settings.scales} if self.settings.attention else set()
+        return {"pred", *attention}
+
     def predict(self, images: np.ndarray) -> PredictedBatch:
         """uint8 (B, H, W, 3) RGB -> thresholded labels, confidence codes, mean confidence, attention."""
         batch = torch.from_numpy(images)
@@ -171,7 +176,8 @@ class Teacher:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = predict_logits(self.model, x, self.settings.scales, flip=self.settings.flip,
-                                 tile_size=self.settings.tile_size, tile_overlap=self.settings.tile_overlap)
+                                 tile_size=self.settings.tile_size, tile_overlap=self.settings.tile_overlap,
+                                 keys=self.output_keys())
         result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
         attention = {}
         if self.settings.attention:

@@ -9,8 +9,9 @@ A run directory holds::
     best.pt            the weights with the best validation mIoU so far
     cache/             class centroids of the fine labels, keyed by the label files' content
 
-``last.state.pt`` holds tensors and plain values only (it loads with ``weights_only=True``) and records the
-step it belongs to; resuming refuses a state file whose step differs from ``last.pt``'s.
+``last.state.pt`` holds tensors and plain values only (it loads with ``weights_only=True``), including the
+weights of the step it belongs to: the two files are written one after the other, and a kill between the two
+writes must still leave a run that resumes exactly.
 """
 
 from __future__ import annotations
@@ -315,7 +316,8 @@ def save_training_state(run_dir: Path, model: nn.Module, cfg: PipelineConfig, cl
         return
     state = {"format": STATE_FORMAT, "global_step": pos.global_step, "epoch": pos.epoch,
              "step_in_epoch": pos.step_in_epoch, "best_miou": pos.best_miou, "world_size": info.world_size,
-             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng}
+             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+             "model": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()}}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(run_dir / STATE, buffer.getvalue())
@@ -338,13 +340,17 @@ def load_training_state(run_dir: Path, model: nn.Module, cfg_model: ModelConfig,
         raise CheckpointError(f"{run_dir / STATE}: unreadable training state ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{run_dir / STATE}: not an autolabel training state")
-    if state["global_step"] != ckpt.metadata.get("global_step"):
+    # a state one save ahead of last.pt (killed between the two writes) carries its own weights; any other
+    # mismatch means the files do not belong together
+    weights = state.get("model")
+    ahead = weights is not None and state["global_step"] > (ckpt.metadata.get("global_step") or 0)
+    if state["global_step"] != ckpt.metadata.get("global_step") and not ahead:
         raise CheckpointError(f"{run_dir}: {STATE} is at step {state['global_step']} but {LAST} at step "
                               f"{ckpt.metadata.get('global_step')}; the run was interrupted while saving")
     if ckpt.model_cfg != cfg_model:
         raise CheckpointError(f"{run_dir / LAST}: the run was trained with model config "
                               f"{to_dict(ckpt.model_cfg)}; resume it with the same [model] section")
-    _unwrap(model).load_state_dict(ckpt.model.state_dict())
+    _unwrap(model).load_state_dict(weights if weights is not None else ckpt.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     rng = state["rng"]

@@ -82,5 +82,6 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_result(tea
         state = labelset_state(out)
         assert state["files"] == reference["files"]
         assert state["rows"] == reference["rows"]
+    print(f"{kills} kills ({kills_with_parts} after a manifest part existed) over {campaigns} campaigns")
     assert kills >= MIN_KILLS
     assert kills_with_parts >= MIN_KILLS // 2, "most kills should land after some chunks were finished"

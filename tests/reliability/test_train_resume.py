@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from autolabel.config import GenerateConfig
+from autolabel.config import GenerateConfig, load_config
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.synth import make_synthetic_city
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.models.checkpoint import load_checkpoint
-from autolabel.train.loop import LAST, STATE
+from autolabel.train import loop
+from autolabel.train.loop import LAST, STATE, fit
 
 from .helpers import autolabel_cmd, cli_env, run_cli
 
@@ -102,3 +103,33 @@ def test_sigkill_train_student_then_resume_gives_the_same_weights(student_setup,
     assert different == []
     meta = load_checkpoint(run_dir / LAST).metadata
     assert meta["global_step"] == load_checkpoint(tmp_path / "straight" / LAST).metadata["global_step"]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at an exact moment (BaseException: nothing in the loop may catch it)."""
+
+
+def test_killed_between_saving_the_state_and_the_weights_still_resumes(student_setup, tmp_path, monkeypatch):
+    """`last.state.pt` and `last.pt` are two files written one after the other: a kill between the two writes
+    must not leave a run that `--resume` refuses (the user would have to start over)."""
+    config, _ = student_setup
+    overrides = ["train.epochs=3", "model.dropout=0.0"]
+    straight = fit(load_config(config, [*overrides, f'train.out_dir="{tmp_path / "straight"}"']))
+    cfg = load_config(config, [*overrides, f'train.out_dir="{tmp_path / "killed"}"'])
+    real_save = loop.save_checkpoint
+    calls = []
+
+    def save_then_die_on_the_second_epoch(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # epoch 2's state file is written, its weights not yet
+            raise Killed
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die_on_the_second_epoch)
+    with pytest.raises(Killed):
+        fit(cfg)
+    monkeypatch.undo()
+    resumed = fit(cfg, resume=True)
+    assert resumed.global_step == straight.global_step
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
