@@ -12,7 +12,7 @@ from autolabel.cli.base import main, progress
 from autolabel.data.synth import make_synthetic_city
 
 
-def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
     width, sep, height = value.lower().partition("x")
     if not sep or not width.isdigit() or not height.isdigit():
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 256x128")
@@ -27,7 +27,7 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
               help="Images in val (with gtFine and gtCoarse).")
 @click.option("--extra", type=click.IntRange(min=0), default=300, show_default=True,
               help="Images in train_extra (gtCoarse only, like Cityscapes).")
-@click.option("--size", default="256x128", show_default=True, callback=_parse_size, metavar="WxH",
+@click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
               help="Image size in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,

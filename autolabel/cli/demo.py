@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from autolabel.cli.base import main, set_option
-from autolabel.cli.data import _parse_size
+from autolabel.cli.data import parse_size_option
 from autolabel.demo import DemoSettings, results_table, run_demo
 
 
@@ -23,7 +23,7 @@ from autolabel.demo import DemoSettings, results_table, run_demo
 @click.option("--val", default=50, show_default=True, type=click.IntRange(1), help="Validation images.")
 @click.option("--extra", default=400, show_default=True, type=click.IntRange(1),
               help="Images to auto-label (train_extra).")
-@click.option("--size", default="256x128", show_default=True, callback=_parse_size, metavar="WxH",
+@click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
               help="Image size of the synthetic city.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic city.")
 def demo(out: Path, config_path: Path, overrides: tuple[str, ...], train: int, val: int, extra: int,
@@ -50,7 +50,7 @@ def demo(out: Path, config_path: Path, overrides: tuple[str, ...], train: int, v
 @click.option("--train", default=200, show_default=True, type=click.IntRange(1), help="Fine training images.")
 @click.option("--val", default=50, show_default=True, type=click.IntRange(1), help="Validation images.")
 @click.option("--extra", default=400, show_default=True, type=click.IntRange(1), help="Images to auto-label.")
-@click.option("--size", default="256x128", show_default=True, callback=_parse_size, metavar="WxH",
+@click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
               help="Image size of the synthetic city.")
 def reproduce(out: Path, work: Path, config_path: Path, overrides: tuple[str, ...], seeds: int, jobs: int,
               train: int, val: int, extra: int, size: tuple[int, int]) -> None:
