@@ -27,14 +27,6 @@ NAMES = ("road", "car", "sky")
 CFG = ModelConfig(width="tiny", num_classes=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def model():
     torch.manual_seed(0)

@@ -35,7 +35,6 @@ from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 
-torch.set_num_threads(1)
 LUT = CITYSCAPES.label_to_train_lut()
 
 

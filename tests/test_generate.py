@@ -38,8 +38,6 @@ from autolabel.generate.verify import is_temp_name
 from autolabel.generate.writer import WriteSettings, finalise_image, label_relpath, label_stats
 from autolabel.models.checkpoint import LoadedCheckpoint
 
-torch.set_num_threads(1)
-
 # ---------------------------------------------------------------------------------------------------------
 # sharding
 

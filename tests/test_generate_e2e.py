@@ -29,7 +29,6 @@ from autolabel.generate.labelset import TIMING_COLUMNS, part_paths, read_labelse
 from autolabel.models.build import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
 
-torch.set_num_threads(1)
 SPLIT = "train_extra"
 N_EXTRA = 10
 CHUNK = ["--set", "generate.chunk_size=3"]

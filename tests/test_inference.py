@@ -14,8 +14,6 @@ from autolabel.generate.inference import (
     threshold_on_device,
 )
 
-torch.set_num_threads(1)
-
 
 class PointwiseTeacher(nn.Module):
     """Follows the model contract with a 1x1 conv per pixel, so any tiling must reproduce it exactly."""

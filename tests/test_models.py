@@ -23,14 +23,6 @@ NUM_CLASSES = 5
 MODES = ("hierarchical", "avgpool", "explicit", "single")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cfg(mscale: str = "hierarchical", **changes) -> ModelConfig:
     train_scales = (1.0,) if mscale == "single" else (0.5, 1.0)
     fields = dict(width="tiny", num_classes=NUM_CLASSES, mscale=mscale, train_scales=train_scales,

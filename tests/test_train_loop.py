@@ -28,8 +28,6 @@ from autolabel.train.loop import (
 )
 from autolabel.train.sampling import PlanSampler
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):

@@ -26,8 +26,6 @@ from autolabel.train.datasets import AutoLabelSource, fuse_coarse
 from autolabel.train.loop import StepContext, fit, iter_log, make_grad_scaler, train_step
 from autolabel.train.losses import build_loss
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):

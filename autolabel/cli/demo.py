@@ -13,18 +13,28 @@ from autolabel.cli.data import parse_size_option
 from autolabel.demo import DemoSettings, results_table, run_demo
 
 
+def city_options(command):
+    """The synthetic city's size options, shared by `demo` and `reproduce`."""
+    options = [
+        click.option("--train", default=200, show_default=True, type=click.IntRange(1), help="Fine training images."),
+        click.option("--val", default=50, show_default=True, type=click.IntRange(1), help="Validation images."),
+        click.option("--extra", default=400, show_default=True, type=click.IntRange(1),
+                     help="Images to auto-label (train_extra)."),
+        click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
+                     help="Image size of the synthetic city."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Folder for all the demo makes (a rerun finishes or skips stages).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("pipelines/demo.toml"), show_default=True, help="Pipeline TOML of the demo.")
 @set_option
-@click.option("--train", default=200, show_default=True, type=click.IntRange(1), help="Fine training images.")
-@click.option("--val", default=50, show_default=True, type=click.IntRange(1), help="Validation images.")
-@click.option("--extra", default=400, show_default=True, type=click.IntRange(1),
-              help="Images to auto-label (train_extra).")
-@click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
-              help="Image size of the synthetic city.")
+@city_options
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic city.")
 def demo(out: Path, config_path: Path, overrides: tuple[str, ...], train: int, val: int, extra: int,
          size: tuple[int, int], seed: int) -> None:
@@ -47,11 +57,7 @@ def demo(out: Path, config_path: Path, overrides: tuple[str, ...], train: int, v
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Training seeds 0..N-1.")
 @click.option("--jobs", default=2, show_default=True, type=click.IntRange(1),
               help="Trainings side by side (one thread each).")
-@click.option("--train", default=200, show_default=True, type=click.IntRange(1), help="Fine training images.")
-@click.option("--val", default=50, show_default=True, type=click.IntRange(1), help="Validation images.")
-@click.option("--extra", default=400, show_default=True, type=click.IntRange(1), help="Images to auto-label.")
-@click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
-              help="Image size of the synthetic city.")
+@city_options
 def reproduce(out: Path, work: Path, config_path: Path, overrides: tuple[str, ...], seeds: int, jobs: int,
               train: int, val: int, extra: int, size: tuple[int, int]) -> None:
     """The paper's Table 3, failure modes and Table 4 in miniature, over several seeds -> OUT/reproduce.md."""

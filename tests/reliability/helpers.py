@@ -13,13 +13,10 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import torch
 
 from autolabel.config import ModelConfig
 from autolabel.generate import labelset
 from autolabel.generate.verify import is_temp_name, verify_labelset
-
-torch.set_num_threads(1)
 
 SPLIT = "train_extra"
 N_EXTRA = 24
