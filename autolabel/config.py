@@ -166,6 +166,7 @@ class StudentConfig:
     """What ``train-student`` adds to the loop: auto-label sets and how to mix them with fine labels."""
 
     labels: tuple[Path, ...] = ()  # auto-label set directories written by `autolabel generate`
+    epochs: int | None = num(None, 1)  # the student's own schedule; unset = train.epochs (the teacher's)
     auto_fraction: float = num(0.5, 0.0, 1.0)  # share of auto-labelled samples in each epoch
     threshold: float | None = num(None, 0.0, 1.0, hi_open=True)  # re-threshold from the confidence store
     boost_classes: tuple[str, ...] = ()  # classes whose centroids are taken from auto-labelled images
@@ -223,6 +224,12 @@ class PipelineConfig:
         if self.classes.preset == "cityscapes" and self.model.num_classes != 19:
             raise ConfigError(f"model.num_classes: {self.model.num_classes}, expected 19 for the "
                               "cityscapes class preset")
+
+    def epochs(self, *, student: bool) -> int:
+        """Training epochs of a teacher (``train.epochs``) or a student (``student.epochs`` when set)."""
+        if student and self.student.epochs is not None:
+            return self.student.epochs
+        return self.train.epochs
 
 
 # ---------------------------------------------------------------------------------------------------------

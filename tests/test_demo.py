@@ -17,22 +17,27 @@ from autolabel.demo import MODELS, DemoResult, DemoSettings, coarse_labelset, re
 from autolabel.generate import labelset
 from autolabel.generate.inputs import config_source
 from autolabel.generate.verify import verify_labelset
+from autolabel.models.checkpoint import checkpoint_sha256
 from autolabel.reproduce import (
     STUDENTS,
+    TEACHER,
     VARIANTS,
     ReproduceSettings,
     mean_std,
+    run_dir,
     run_reproduce,
     step_seconds,
     summarise,
     write_results,
 )
 from autolabel.train.datasets import AutoLabelSource
+from autolabel.train.loop import iter_log
 
 REPO = Path(__file__).resolve().parents[1]
 # a city and a training run small enough for a test: 64x32 images, 2 short epochs, no periodic validation
-TINY = ("train.epochs=2", "train.batch_size=4", "train.crop_size=[32, 64]", "train.class_uniform_tile=32",
-        "generate.centroid_tile=32", "student.drop_auto_after_epoch=1", "train.val_every=0")
+TINY = ("train.epochs=2", "student.epochs=2", "train.batch_size=4", "train.crop_size=[32, 64]",
+        "train.class_uniform_tile=32", "generate.centroid_tile=32", "student.drop_auto_after_epoch=1",
+        "train.val_every=0")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +137,7 @@ def _seed_numbers(miou: float, step: float) -> dict:
     return {"table3": {name: {"miou": miou, "iou": iou, "step_seconds": steps[name]} for name in VARIANTS},
             "failure_iou": {"0.5x": {**iou, "pole": 0.0}, "2x": {**iou, "road": 0.0}},
             "attention": {"attn_0.5x": {"road": 0.8, "pole": 0.2}},
-            "table4": {name: miou for name in STUDENTS}}
+            "table4": {name: miou for name in (TEACHER, *STUDENTS)}}
 
 
 def test_summary_and_markdown_of_several_seeds(tmp_path: Path):
@@ -154,12 +159,24 @@ def test_summary_and_markdown_of_several_seeds(tmp_path: Path):
 @pytest.mark.slow
 def test_reproduce_runs_every_experiment_for_a_seed(tmp_path: Path):
     settings = ReproduceSettings(work=tmp_path / "work", results=tmp_path / "results",
-                                 config=REPO / "pipelines" / "reproduce.toml", seeds=(0,), overrides=TINY,
+                                 config=REPO / "pipelines" / "reproduce.toml", seeds=(0,),
+                                 overrides=(*TINY, "train.epochs=2", "student.epochs=1"),
                                  train=8, val=4, extra=8, size=(64, 32), jobs=1)
     results = run_reproduce(settings)
+    # the labelling teacher trains train.epochs; every compared row the students' schedule
+    assert _epochs_done(run_dir(settings.work, 0, TEACHER)) == 2
+    assert {_epochs_done(run_dir(settings.work, 0, name)) for name in (*VARIANTS, *list(STUDENTS)[1:])
+            if "0.25" not in name} == {1}
+    labels_meta = labelset.read_labelset(run_dir(settings.work, 0, "labels"))
+    assert labels_meta["teacher_sha256"] == checkpoint_sha256(run_dir(settings.work, 0, TEACHER) / "last.pt")
+    assert results["epochs"] == {"teacher": 2, "compared": 1}
     assert all(v["miou"]["mean"] is not None for v in results["table3"].values())
     assert all(v["mean"] is not None for v in results["table4"].values())
     assert set(results["attention"]) == {"attn_0.5x", "attn_1.0x"}
     values = [s["mean"] for a in results["attention"].values() for s in a.values() if s["mean"] is not None]
     assert values and all(0.0 <= v <= 1.0 for v in values)
-    assert (settings.results / "reproduce.md").is_file()
+    assert "teacher: fine only, long schedule" in (settings.results / "reproduce.md").read_text()
+
+
+def _epochs_done(run: Path) -> int:
+    return next(r for r in iter_log(run) if r["event"] == "end")["epochs_done"]

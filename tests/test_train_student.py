@@ -82,6 +82,16 @@ def test_auto_data_is_mixed_in_and_really_dropped(city, labelset, tmp_path, monk
     assert [r["items_per_source"] for r in records if r["event"] == "epoch"] == [[4, 4], [4, 4], [4, 0]]
 
 
+def test_a_student_trains_its_own_schedule_and_records_it(city, labelset, tmp_path):
+    cfg = student_cfg(city, tmp_path / "run", "train.epochs=3", "student.epochs=1", "student.auto_fraction=0.5")
+    assert cfg.epochs(student=False) == 3 and cfg.epochs(student=True) == 1
+    result = fit(cfg, student=True, labels=[labelset])
+    assert result.epochs_done == 1 and result.global_step == 4  # 4 fine + 4 auto items, batches of 2
+    assert load_config(tmp_path / "run" / "config.toml").train.epochs == 1
+    teacher = fit(student_cfg(city, tmp_path / "teacher", "train.epochs=2", "student.epochs=1"))
+    assert teacher.epochs_done == 2  # student.epochs is not the teacher's
+
+
 def test_rethreshold_at_load_time_uses_the_confidence_store(labelset):
     meta = read_labelset(labelset)
     ladder = meta["ladder"]

@@ -40,7 +40,7 @@ class EpochProgress:
 def _run(config_path: Path | None, overrides: Sequence[str], *, student: bool, resume: bool, overwrite: bool,
          labels: Sequence[Path] = ()) -> FitResult:
     cfg = load_pipeline(config_path, overrides)
-    bar = EpochProgress(cfg.train.epochs)
+    bar = EpochProgress(cfg.epochs(student=student))
     try:
         return fit(cfg, student=student, labels=labels, resume=resume, overwrite=overwrite,
                    on_step=bar.step, on_epoch_start=bar.start)

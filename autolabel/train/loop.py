@@ -473,8 +473,9 @@ def fit(cfg: PipelineConfig, *, student: bool = False, labels: Sequence[Path] = 
     labels = tuple(Path(p) for p in labels) or cfg.student.labels
     if student and not labels:
         raise ConfigError("student.labels: no auto-label set given (pass --labels DIR or set student.labels)")
-    if student:  # the run's config.toml records the label sets actually used
-        cfg = replace(cfg, student=replace(cfg.student, labels=labels))
+    if student:  # the run's config.toml records the label sets and the schedule actually used
+        cfg = replace(cfg, student=replace(cfg.student, labels=labels),
+                      train=replace(cfg.train, epochs=cfg.epochs(student=True)))
     info = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.out_dir)
     classes = class_set_from_config(cfg.classes)
