@@ -118,6 +118,13 @@ def test_demo_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path: Path):
 # make reproduce
 
 
+def test_readme_shows_the_reproduce_tables_it_names():
+    """The README quotes results/reproduce.md verbatim (with the command that produced it): no stale copy."""
+    tables = (REPO / "results" / "reproduce.md").read_text().strip()
+    assert tables.startswith("Produced by `autolabel reproduce")
+    assert tables in (REPO / "README.md").read_text()
+
+
 def test_mean_and_sample_spread():
     stat = mean_std([0.5, None, 0.7])
     assert stat["mean"] == pytest.approx(0.6) and stat["std"] == pytest.approx(0.1414214) and stat["n"] == 2

@@ -130,19 +130,41 @@ def test_code_store_round_trip_and_overwrite(tmp_path):
 
 
 def test_code_arrays_are_the_arrays_zarr_itself_would_write(tmp_path):
+    """Plain zarr v3 (bytes + zstd) of the up-filtered codes, byte for byte what zarr writes for that array."""
     import json
 
     import zarr
     from zarr.codecs import ZstdCodec
 
-    zarr.create_array(store=str(tmp_path / "ref"), shape=(5, 7), chunks=(5, 7), dtype="uint8", fill_value=0,
-                      compressors=ZstdCodec(level=confidence.ZSTD_LEVEL), zarr_format=3)
+    codes = np.random.default_rng(1).integers(0, 11, (5, 7), dtype=np.uint8)
+    ref = zarr.create_array(store=str(tmp_path / "ref"), shape=(5, 7), chunks=(5, 7), dtype="uint8",
+                            fill_value=0, compressors=ZstdCodec(level=confidence.ZSTD_LEVEL), zarr_format=3,
+                            attributes=confidence.UP_FILTER)
+    ref[...] = confidence.up_filter(codes)
     expected = json.loads((tmp_path / "ref" / "zarr.json").read_text())
     assert json.loads(confidence.array_metadata((5, 7))) == expected
-    codes = np.arange(35, dtype=np.uint8).reshape(5, 7) % 11
     write_codes(tmp_path, "img", codes)
-    array = zarr.open_array(str(tmp_path / "confidence.zarr" / "img"), mode="r")
-    assert array.shape == (5, 7) and np.array_equal(array[...], codes)
+    ours = tmp_path / "confidence.zarr" / "img"
+    assert (ours / "c" / "0" / "0").read_bytes() == (tmp_path / "ref" / "c" / "0" / "0").read_bytes()
+    # a plain zarr reader gets the filtered rows; the documented cumsum gives the codes back
+    stored = zarr.open_array(str(ours), mode="r")[...]
+    assert np.array_equal(np.cumsum(stored, axis=0, dtype=np.uint8), codes)
+
+
+def test_up_filter_is_each_row_minus_the_row_above_mod_256():
+    codes = np.array([[3, 10], [4, 0], [4, 255]], dtype=np.uint8)
+    assert confidence.up_filter(codes).tolist() == [[3, 10], [1, (0 - 10) % 256], [0, 255]]
+
+
+def test_arrays_of_the_first_format_still_load(tmp_path):
+    """Label sets written before the up filter hold the plain codes and no "filter" attribute."""
+    import zarr
+
+    codes = np.random.default_rng(2).integers(0, 11, (6, 4), dtype=np.uint8)
+    array = zarr.create_array(store=str(tmp_path / "confidence.zarr" / "old"), shape=(6, 4), chunks=(6, 4),
+                              dtype="uint8", fill_value=0, zarr_format=3)
+    array[...] = codes
+    assert np.array_equal(load_confidence(tmp_path, "old"), codes)
 
 
 def test_rethreshold_array_checks_shapes():

@@ -11,8 +11,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _LABEL_MODES = frozenset({"L", "P"})  # P: the palette index is the label value (Mapillary stores labels so)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_FILTER_UP = 2
 _FINAL_FILE_MODE = 0o644  # mkstemp creates 0600 files; written outputs should be readable like any other file
 
 
@@ -149,8 +152,30 @@ def _encode_png(image: Image.Image, compress_level: int) -> bytes:
 
 
 def encode_label_png(array: np.ndarray, compress_level: int = 9) -> bytes:
-    """Encode an (H, W) label map (values 0..255) as an 8-bit grayscale ('L') PNG."""
-    return _encode_png(Image.fromarray(_as_uint8_2d(array, "label map")), compress_level)
+    """Encode an (H, W) label map (values 0..255) as an 8-bit grayscale PNG, every row "up"-filtered.
+
+    A label row mostly repeats the row above, so PNG's "up" filter (each byte minus the one above it) leaves
+    mostly zeros: about 4 % smaller than the filters Pillow picks per row, at the same zlib level (``make
+    bench``, label_footprint). Any PNG reader decodes it; the format is PNG 1.2 with a fixed filter choice.
+    """
+    labels = _as_uint8_2d(array, "label map")
+    if not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be 0..9, got {compress_level}")
+    height, width = labels.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)  # (H, 1 + W): each scanline starts with its filter
+    rows[:, 0] = _PNG_FILTER_UP
+    rows[0, 1:] = labels[0]  # the row above the first one counts as zeros
+    np.subtract(labels[1:], labels[:-1], out=rows[1:, 1:])  # uint8 wraps: mod 256, as PNG specifies
+    deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9)  # memLevel 9: a little smaller output
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, deflate, no interlace
+    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()),
+                     _png_chunk(b"IEND", b"")))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def encode_image_png(array: np.ndarray, compress_level: int = 6) -> bytes:
