@@ -34,6 +34,7 @@ from numcodecs import Zstd
 from autolabel.config import GenerateConfig
 from autolabel.data.io import atomic_write_bytes, encode_label_png
 from autolabel.generate import confidence
+from autolabel.runtime import keep_freed_memory
 
 log = logging.getLogger("bench")
 
@@ -246,6 +247,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    keep_freed_memory()  # as the `autolabel` command does (autolabel/runtime.py); machine info records it
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     start = time.perf_counter()
     figures = run_figures(names, QUICK if quick else FULL)

@@ -34,6 +34,7 @@ from autolabel.generate.runner import (
     write_settings,
 )
 from autolabel.generate.writer import WriteSettings
+from autolabel.runtime import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class TeacherPlugin(WorkerPlugin):
         self.teacher: Teacher | None = None
 
     def setup(self, worker: Any) -> None:
+        keep_freed_memory()  # a remote worker did not inherit it from the CLI's environment
         if self.torch_threads is not None:  # workers of a local cluster share this machine's cores
             torch.set_num_threads(self.torch_threads)
         device = worker_device(self.settings.device, worker.name)
