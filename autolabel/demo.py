@@ -115,7 +115,7 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
                         centroid_tile=cfg.generate.centroid_tile)
     with stage("students"):
         # two small trainings side by side, one thread each, use two cores better than one after the other
-        run_side_by_side([(train_in_worker, (cfg, out / run, [out / labels]))
+        run_side_by_side([(train_model, (cfg, out / run, [out / labels]))
                           for run, labels in MODELS.values() if labels is not None], jobs=2)
     val = [s for s in discover(cfg.data, cfg.data.val_split) if s.label is not None]
     for name, (run, _) in MODELS.items():
@@ -174,18 +174,14 @@ def train_model(cfg: PipelineConfig, run_dir: Path, labels: Sequence[Path] = ())
     return run_dir / LAST
 
 
-def train_in_worker(cfg: PipelineConfig, run_dir: Path, labels: Sequence[Path]) -> Path:
-    """:func:`train_model` in a worker process with one thread (two of these share two cores best)."""
-    torch.set_num_threads(1)
-    return train_model(cfg, run_dir, labels)
-
-
 def run_side_by_side(tasks: Sequence[tuple[Callable[..., Any], tuple]], jobs: int) -> list[Any]:
-    """Run ``fn(*args)`` for each task in ``jobs`` worker processes (in this process when ``jobs`` <= 1)."""
+    """Run ``fn(*args)`` for each task in ``jobs`` worker processes with one torch thread each (several small
+    trainings share two cores best so); in this process when ``jobs`` <= 1."""
     if jobs <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
     # spawn, not fork: this process may already hold torch's thread pools
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
         return [f.result() for f in [pool.submit(fn, *args) for fn, args in tasks]]
 
 

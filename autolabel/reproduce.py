@@ -43,7 +43,7 @@ from autolabel.demo import (
     label_pool,
     make_city,
     run_side_by_side,
-    train_in_worker,
+    train_model,
 )
 from autolabel.generate.inference import normalise, predict_logits
 from autolabel.generate.inputs import config_source
@@ -142,13 +142,13 @@ def run_reproduce(settings: ReproduceSettings,
         label_pool(cfg, teacher, run_dir(work, seed, "labels"), classes)
 
     say(f"table 4: {len(STUDENTS) - 1} students x {len(settings.seeds)} seeds")
-    run_side_by_side([(train_in_worker, (student_config(cfg, name, seed), run_dir(work, seed, name),
+    run_side_by_side([(train_model, (student_config(cfg, name, seed), run_dir(work, seed, name),
                              [_labels_dir(work, seed, folder)]))
               for seed in settings.seeds for name, (folder, _) in STUDENTS.items() if folder is not None],
              settings.jobs)
 
     say("evaluating")
-    measured = run_side_by_side([(evaluate_seed_in_worker, (cfg, work, seed, val, classes))
+    measured = run_side_by_side([(evaluate_seed, (cfg, work, seed, val, classes))
                                  for seed in settings.seeds], settings.jobs)
     per_seed = dict(zip(settings.seeds, measured, strict=True))
     results = summarise(per_seed, classes, settings, time.perf_counter() - started)
@@ -161,8 +161,8 @@ def _fine_trainings(cfg: PipelineConfig, work: Path, seeds: Sequence[int]) -> li
     """Every training on fine labels only, the longest first so that two workers finish close together."""
     runs = [(teacher_config(cfg, seed), run_dir(work, seed, TEACHER)) for seed in seeds]
     runs += [(variant_config(cfg, name, seed), run_dir(work, seed, name))
-             for name in sorted(_trained_variants(), key=lambda n: n != "explicit 0.5/1.0/2.0") for seed in seeds]
-    return [(train_in_worker, (run_cfg, folder, ())) for run_cfg, folder in runs]
+             for name in sorted(_trained_variants(), key=lambda n: VARIANTS[n][0] != "explicit") for seed in seeds]
+    return [(train_model, (run_cfg, folder, ())) for run_cfg, folder in runs]
 
 
 def _trained_variants() -> list[str]:
@@ -205,12 +205,6 @@ def evaluate_seed(cfg: PipelineConfig, work: Path, seed: int, val: Sequence[Samp
         table4[name] = evaluate_checkpoint(cfg, run / LAST, val, classes, run / "eval_0.5-1-2.json",
                                            (0.5, 1.0, 2.0))["miou"]
     return {"table3": table3, "failure_iou": failure, "attention": attention, "table4": table4}
-
-
-def evaluate_seed_in_worker(*args: Any) -> dict[str, Any]:
-    """:func:`evaluate_seed` in a worker process with one thread (seeds are evaluated side by side)."""
-    torch.set_num_threads(1)
-    return evaluate_seed(*args)
 
 
 def _scales_tag(scales: Sequence[float]) -> str:

@@ -81,6 +81,12 @@ def test_side_by_side_runs_keep_the_task_order():
     assert run_side_by_side(tasks, jobs=2) == run_side_by_side(tasks, jobs=1) == [1024, (3, 1), 9]
 
 
+def test_side_by_side_workers_run_one_torch_thread_each():
+    import torch
+
+    assert run_side_by_side([(torch.get_num_threads, ())] * 2, jobs=2) == [1, 1]
+
+
 def test_results_table_shows_models_label_sets_and_time(tmp_path: Path):
     result = DemoResult(out=tmp_path, report=tmp_path / "report" / "index.html",
                         miou={"teacher (fine)": 0.4321, "student (fine + auto coarse)": None},
