@@ -39,10 +39,18 @@ def _wait_until_writing(proc: subprocess.Popen, out: Path, since: float, timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if out.is_dir() and any(p.lstat().st_mtime >= since for p in out.rglob("*") if p.exists()):
+        if out.is_dir() and any(_mtime(p) >= since for p in out.rglob("*")):
             return True
         time.sleep(0.02)
     raise AssertionError("generate wrote nothing in time")
+
+
+def _mtime(path: Path) -> float:
+    """Modification time, or -inf for a file that is gone (a temp file renamed away while we look)."""
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return float("-inf")
 
 
 @pytest.mark.slow
