@@ -105,8 +105,13 @@ def generated_colors(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-def custom_class_set(names: tuple[str, ...], colors: tuple[str, ...] = (), label_ids: tuple[int, ...] = (),
-                     ignore_index: int = IGNORE_INDEX, name: str = "custom") -> ClassSet:
+def custom_class_set(
+    names: tuple[str, ...],
+    colors: tuple[str, ...] = (),
+    label_ids: tuple[int, ...] = (),
+    ignore_index: int = IGNORE_INDEX,
+    name: str = "custom",
+) -> ClassSet:
     """A class set described in config (Mapillary, medical, ...)."""
     if len(set(names)) != len(names):
         raise ConfigError("classes.names: class names must be unique")

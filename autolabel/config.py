@@ -23,8 +23,9 @@ from autolabel.errors import ConfigError
 # field helpers
 
 
-def num(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-        hi_open: bool = False) -> Any:
+def num(
+    default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+) -> Any:
     """A numeric field with an allowed range, checked at load (``lo_open``/``hi_open`` exclude the bound)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open})
 
@@ -40,8 +41,10 @@ def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         if too_low or too_high:
             left = "(" if meta.get("lo_open") else "["
             right = ")" if meta.get("hi_open") else "]"
-            raise ConfigError(f"{key}: {v!r} is out of range, expected a value in "
-                              f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
+            raise ConfigError(
+                f"{key}: {v!r} is out of range, expected a value in "
+                f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -66,11 +69,12 @@ class ClassesConfig:
                 raise ConfigError(f"classes.names: {len(self.names)} classes, at most 254 fit in a uint8 label")
             for key, seq in (("colors", self.colors), ("label_ids", self.label_ids)):
                 if seq and len(seq) != len(self.names):
-                    raise ConfigError(f"classes.{key}: {len(seq)} entries, expected one per name "
-                                      f"({len(self.names)})")
+                    raise ConfigError(f"classes.{key}: {len(seq)} entries, expected one per name ({len(self.names)})")
         elif self.names or self.colors or self.label_ids:
-            raise ConfigError(f"classes.names/colors/label_ids: only allowed with preset = 'custom', "
-                              f"not with preset = {self.preset!r}")
+            raise ConfigError(
+                f"classes.names/colors/label_ids: only allowed with preset = 'custom', "
+                f"not with preset = {self.preset!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,9 @@ class ModelConfig:
             if not scales or list(scales) != sorted(set(scales)):
                 raise ConfigError(f"model.{key}: {list(scales)} must be a non-empty, strictly increasing list")
         if self.mscale == "hierarchical" and 1.0 not in self.infer_scales:
-            raise ConfigError(f"model.infer_scales: {list(self.infer_scales)} must contain 1.0 for "
-                              "hierarchical inference")
+            raise ConfigError(
+                f"model.infer_scales: {list(self.infer_scales)} must contain 1.0 for hierarchical inference"
+            )
         if self.mscale == "single" and len(self.train_scales) != 1:
             raise ConfigError("model.train_scales: mscale = 'single' takes exactly one scale")
 
@@ -157,8 +162,7 @@ class TrainConfig:
         if len(self.crop_size) != 2:
             raise ConfigError(f"train.crop_size: {list(self.crop_size)}, expected [height, width]")
         if self.scale_min > self.scale_max:
-            raise ConfigError(f"train.scale_min ({self.scale_min}) must not exceed train.scale_max "
-                              f"({self.scale_max})")
+            raise ConfigError(f"train.scale_min ({self.scale_min}) must not exceed train.scale_max ({self.scale_max})")
 
 
 @dataclass(frozen=True)
@@ -219,11 +223,14 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.classes.preset == "custom" and len(self.classes.names) != self.model.num_classes:
-            raise ConfigError(f"model.num_classes: {self.model.num_classes}, but classes.names lists "
-                              f"{len(self.classes.names)} classes")
+            raise ConfigError(
+                f"model.num_classes: {self.model.num_classes}, but classes.names lists "
+                f"{len(self.classes.names)} classes"
+            )
         if self.classes.preset == "cityscapes" and self.model.num_classes != 19:
-            raise ConfigError(f"model.num_classes: {self.model.num_classes}, expected 19 for the "
-                              "cityscapes class preset")
+            raise ConfigError(
+                f"model.num_classes: {self.model.num_classes}, expected 19 for the cityscapes class preset"
+            )
 
     def epochs(self, *, student: bool) -> int:
         """Training epochs of a teacher (``train.epochs``) or a student (``student.epochs`` when set)."""
@@ -255,8 +262,11 @@ def _convert(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
                 return _convert(key, arg, value, base_dir)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of "
-                          f"{', '.join(_type_name(a) for a in args)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{key}: {value!r} matches none of {', '.join(_type_name(a) for a in args)}"
+        )
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -367,8 +377,9 @@ def _absolutise_paths(tp: Any, value: Any, cwd: Path) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
-                cls: type = PipelineConfig) -> Any:
+def load_config(
+    path: str | Path | None = None, overrides: typing.Sequence[str] = (), cls: type = PipelineConfig
+) -> Any:
     """Load a TOML config (or the defaults when ``path`` is None), apply ``a.b=v`` overrides, check it all."""
     raw: dict[str, Any] = {}
     base_dir = Path.cwd()

@@ -78,8 +78,13 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": str(self.out), "report": str(self.report), "miou": self.miou, "labels": self.labels,
-                "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+        return {
+            "out": str(self.out),
+            "report": str(self.report),
+            "miou": self.miou,
+            "labels": self.labels,
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+        }
 
 
 MODELS = {  # result name -> (run folder, label-set folder or None for the teacher)
@@ -111,12 +116,19 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
         label_pool(cfg, teacher, out / "labels", classes)
     with stage("coarse label set"):
         extra = discover(cfg.data, cfg.generate.split)
-        coarse_labelset(extra, out / "coarse_labels", classes, config_source(cfg.data, cfg.generate.split),
-                        centroid_tile=cfg.generate.centroid_tile)
+        coarse_labelset(
+            extra,
+            out / "coarse_labels",
+            classes,
+            config_source(cfg.data, cfg.generate.split),
+            centroid_tile=cfg.generate.centroid_tile,
+        )
     with stage("students"):
         # two small trainings side by side, one thread each, use two cores better than one after the other
-        run_side_by_side([(train_model, (cfg, out / run, [out / labels]))
-                          for run, labels in MODELS.values() if labels is not None], jobs=2)
+        run_side_by_side(
+            [(train_model, (cfg, out / run, [out / labels])) for run, labels in MODELS.values() if labels is not None],
+            jobs=2,
+        )
     val = [s for s in discover(cfg.data, cfg.data.val_split) if s.label is not None]
     for name, (run, _) in MODELS.items():
         with stage(f"evaluate: {name}"):
@@ -126,10 +138,13 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
         for key, folder in (("auto", "labels"), ("coarse", "coarse_labels")):
             result.labels[key] = audit_summary(audit(out / folder, classes, out / "audit" / f"{key}.json"))
     with stage("report"):
-        build_report(out / "labels", out / "report", classes=classes,
-                     evaluations={name: out / "eval" / f"{run}.json" for name, (run, _) in MODELS.items()},
-                     audits={"auto labels": out / "audit" / "auto.json",
-                             "human coarse": out / "audit" / "coarse.json"})
+        build_report(
+            out / "labels",
+            out / "report",
+            classes=classes,
+            evaluations={name: out / "eval" / f"{run}.json" for name, (run, _) in MODELS.items()},
+            audits={"auto labels": out / "audit" / "auto.json", "human coarse": out / "audit" / "coarse.json"},
+        )
     atomic_write_bytes(out / "results.json", (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return result
 
@@ -158,9 +173,16 @@ def make_city(settings: DemoSettings) -> Path:
     meta_path = city / "synth.json"
     if meta_path.is_file() and json.loads(meta_path.read_text()).get("complete"):
         return city
-    make_synthetic_city(city, train=settings.train, val=settings.val, extra=settings.extra,
-                        size=settings.size, seed=settings.seed, workers=settings.synth_workers,
-                        extra_fine=True)
+    make_synthetic_city(
+        city,
+        train=settings.train,
+        val=settings.val,
+        extra=settings.extra,
+        size=settings.size,
+        seed=settings.seed,
+        workers=settings.synth_workers,
+        extra_fine=True,
+    )
     return city
 
 
@@ -180,8 +202,9 @@ def run_side_by_side(tasks: Sequence[tuple[Callable[..., Any], tuple]], jobs: in
     if jobs <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
     # spawn, not fork: this process may already hold torch's thread pools
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)
+    ) as pool:
         return [f.result() for f in [pool.submit(fn, *args) for fn, args in tasks]]
 
 
@@ -195,38 +218,79 @@ def label_pool(cfg: PipelineConfig, teacher: Path, out: Path, classes: ClassSet)
     return result
 
 
-def coarse_labelset(samples: Sequence[Sample], out: Path, classes: ClassSet, source: dict[str, Any], *,
-                    centroid_tile: int = 1024, chunk_size: int = 64) -> Path:
+def coarse_labelset(
+    samples: Sequence[Sample],
+    out: Path,
+    classes: ClassSet,
+    source: dict[str, Any],
+    *,
+    centroid_tile: int = 1024,
+    chunk_size: int = 64,
+) -> Path:
     """The human coarse labels of ``samples`` written as a label set (same format as ``generate``'s), so a
     student trains on them through exactly the path it trains on auto labels. Skipped when complete."""
     with_coarse = [s for s in samples if s.coarse is not None]
     if not with_coarse:
         raise DataError(f"{source.get('root')}: no human coarse labels in split {source.get('split')!r}")
     meta = labelset.make_labelset_meta(
-        teacher_sha256=HUMAN_COARSE, model_config={"labels": "gtCoarse"}, scales=(1.0,), flip=False,
+        teacher_sha256=HUMAN_COARSE,
+        model_config={"labels": "gtCoarse"},
+        scales=(1.0,),
+        flip=False,
         # one rung at 0: every human-labelled pixel is "above threshold" (code 1), as the audit expects
-        threshold=0.0, ladder=(0.0,), class_names=classes.names, label_ids=None,
-        ignore_index=classes.ignore_index, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile_size=0,
-        tile_overlap=0.0, confidence=False, centroid_tile=centroid_tile, source=source)
+        threshold=0.0,
+        ladder=(0.0,),
+        class_names=classes.names,
+        label_ids=None,
+        ignore_index=classes.ignore_index,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        tile_size=0,
+        tile_overlap=0.0,
+        confidence=False,
+        centroid_tile=centroid_tile,
+        source=source,
+    )
     labelset.prepare_output(out, meta, overwrite=True)
     if labelset.read_manifest(out).num_rows == len(with_coarse):
         return out
-    settings = WriteSettings(out=out, num_classes=classes.num_classes, shard="0/1", confidence=False,
-                             centroid_tile=centroid_tile, ignore_index=classes.ignore_index)
+    settings = WriteSettings(
+        out=out,
+        num_classes=classes.num_classes,
+        shard="0/1",
+        confidence=False,
+        centroid_tile=centroid_tile,
+        ignore_index=classes.ignore_index,
+    )
     lut = classes.label_to_train_lut()
     for chunk in chunked(with_coarse, chunk_size):
         rows = []
         for sample in chunk:
             labels = read_label(sample.coarse, lut)
             # human labels are certain where they exist: confidence 1 on labelled pixels
-            rows.append(finalise_image(settings, sample, labels, np.zeros_like(labels),
-                                       float((labels != classes.ignore_index).mean()), {}, 0.0))
+            rows.append(
+                finalise_image(
+                    settings,
+                    sample,
+                    labels,
+                    np.zeros_like(labels),
+                    float((labels != classes.ignore_index).mean()),
+                    {},
+                    0.0,
+                )
+            )
         labelset.write_part(out, rows)
     return out
 
 
-def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: Path, samples: Sequence[Sample], classes: ClassSet,
-                        out_json: Path, scales: Sequence[float] | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    cfg: PipelineConfig,
+    checkpoint: Path,
+    samples: Sequence[Sample],
+    classes: ClassSet,
+    out_json: Path,
+    scales: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """mIoU of a checkpoint at ``scales`` (default ``model.infer_scales``), written to ``out_json``; reused
     when the JSON already belongs to this checkpoint and these scales."""
     sha = checkpoint_sha256(checkpoint)
@@ -236,12 +300,15 @@ def evaluate_checkpoint(cfg: PipelineConfig, checkpoint: Path, samples: Sequence
         if previous.get("checkpoint_sha256") == sha and tuple(previous.get("scales", ())) == scales:
             return previous
     loaded = load_checkpoint(checkpoint, expected_num_classes=classes.num_classes)
-    settings = EvalSettings(scales=scales, mean=cfg.data.mean, std=cfg.data.std,
-                            max_pixels=cfg.data.max_image_pixels)
-    metrics = evaluate_model(loaded.model, samples, classes.label_to_train_lut(), classes.names,
-                             settings=settings)
-    payload = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "images": len(samples),
-               "scales": list(settings.scales), **metrics.to_dict()}
+    settings = EvalSettings(scales=scales, mean=cfg.data.mean, std=cfg.data.std, max_pixels=cfg.data.max_image_pixels)
+    metrics = evaluate_model(loaded.model, samples, classes.label_to_train_lut(), classes.names, settings=settings)
+    payload = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha,
+        "images": len(samples),
+        "scales": list(settings.scales),
+        **metrics.to_dict(),
+    }
     atomic_write_bytes(out_json, (json.dumps(payload, indent=2) + "\n").encode())
     return payload
 
@@ -255,8 +322,12 @@ def audit(labels: Path, classes: ClassSet, out_json: Path) -> dict[str, Any]:
 
 def audit_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The audit numbers the results table shows."""
-    return {"coverage": report["coverage"], "accuracy": report["accuracy"], "miou": report["miou"],
-            "images": report["images"]}
+    return {
+        "coverage": report["coverage"],
+        "accuracy": report["accuracy"],
+        "miou": report["miou"],
+        "images": report["images"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -283,4 +354,3 @@ def results_table(result: DemoResult) -> str:
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     lines.append(f"time: {total / 60:.1f} min ({stages})")
     return "\n".join(lines)
-

@@ -108,22 +108,27 @@ def teacher_config(cfg: PipelineConfig, seed: int) -> PipelineConfig:
 
 def student_config(cfg: PipelineConfig, name: str, seed: int) -> PipelineConfig:
     _, threshold = STUDENTS[name]
-    return replace(cfg, train=replace(cfg.train, seed=seed),
-                   student=replace(cfg.student, threshold=threshold))
+    return replace(cfg, train=replace(cfg.train, seed=seed), student=replace(cfg.student, threshold=threshold))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the run
 
 
-def run_reproduce(settings: ReproduceSettings,
-                  on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_reproduce(settings: ReproduceSettings, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train, label, evaluate every seed; write ``results/reproduce.{json,md}``; return the JSON content."""
     started = time.perf_counter()
     say = on_stage or (lambda text: None)
     work = Path(settings.work).resolve()
-    demo = DemoSettings(out=work, config=settings.config, overrides=settings.overrides, train=settings.train,
-                        val=settings.val, extra=settings.extra, size=settings.size)
+    demo = DemoSettings(
+        out=work,
+        config=settings.config,
+        overrides=settings.overrides,
+        train=settings.train,
+        val=settings.val,
+        extra=settings.extra,
+        size=settings.size,
+    )
     cfg = demo_config(demo)
     classes = class_set_from_config(cfg.classes)
     say("synthetic city")
@@ -135,21 +140,35 @@ def run_reproduce(settings: ReproduceSettings,
 
     say("label sets: human coarse, and one auto-label set per seed's hierarchical teacher")
     extra = discover(cfg.data, cfg.generate.split)
-    coarse_labelset(extra, work / "coarse_labels", classes, config_source(cfg.data, cfg.generate.split),
-                    centroid_tile=cfg.generate.centroid_tile)
+    coarse_labelset(
+        extra,
+        work / "coarse_labels",
+        classes,
+        config_source(cfg.data, cfg.generate.split),
+        centroid_tile=cfg.generate.centroid_tile,
+    )
     for seed in settings.seeds:
         teacher = run_dir(work, seed, TEACHER) / LAST
         label_pool(cfg, teacher, run_dir(work, seed, "labels"), classes)
 
     say(f"table 4: {len(STUDENTS) - 1} students x {len(settings.seeds)} seeds")
-    run_side_by_side([(train_model, (student_config(cfg, name, seed), run_dir(work, seed, name),
-                             [_labels_dir(work, seed, folder)]))
-              for seed in settings.seeds for name, (folder, _) in STUDENTS.items() if folder is not None],
-             settings.jobs)
+    run_side_by_side(
+        [
+            (
+                train_model,
+                (student_config(cfg, name, seed), run_dir(work, seed, name), [_labels_dir(work, seed, folder)]),
+            )
+            for seed in settings.seeds
+            for name, (folder, _) in STUDENTS.items()
+            if folder is not None
+        ],
+        settings.jobs,
+    )
 
     say("evaluating")
-    measured = run_side_by_side([(evaluate_seed, (cfg, work, seed, val, classes))
-                                 for seed in settings.seeds], settings.jobs)
+    measured = run_side_by_side(
+        [(evaluate_seed, (cfg, work, seed, val, classes)) for seed in settings.seeds], settings.jobs
+    )
     per_seed = dict(zip(settings.seeds, measured, strict=True))
     results = summarise(per_seed, classes, settings, time.perf_counter() - started)
     results["epochs"] = {"teacher": cfg.epochs(student=False), "compared": cfg.epochs(student=True)}
@@ -160,8 +179,11 @@ def run_reproduce(settings: ReproduceSettings,
 def _fine_trainings(cfg: PipelineConfig, work: Path, seeds: Sequence[int]) -> list[tuple[Callable, tuple]]:
     """Every training on fine labels only, the longest first so that two workers finish close together."""
     runs = [(teacher_config(cfg, seed), run_dir(work, seed, TEACHER)) for seed in seeds]
-    runs += [(variant_config(cfg, name, seed), run_dir(work, seed, name))
-             for name in sorted(_trained_variants(), key=lambda n: VARIANTS[n][0] != "explicit") for seed in seeds]
+    runs += [
+        (variant_config(cfg, name, seed), run_dir(work, seed, name))
+        for name in sorted(_trained_variants(), key=lambda n: VARIANTS[n][0] != "explicit")
+        for seed in seeds
+    ]
     return [(train_model, (run_cfg, folder, ())) for run_cfg, folder in runs]
 
 
@@ -183,27 +205,33 @@ def _labels_dir(work: Path, seed: int, folder: str) -> Path:
 # measuring one seed
 
 
-def evaluate_seed(cfg: PipelineConfig, work: Path, seed: int, val: Sequence[Sample],
-                  classes: ClassSet) -> dict[str, Any]:
+def evaluate_seed(
+    cfg: PipelineConfig, work: Path, seed: int, val: Sequence[Sample], classes: ClassSet
+) -> dict[str, Any]:
     """Every number of one seed: Table 3, failure modes, Table 4."""
     table3 = {}
     for name, (_, _, scales) in VARIANTS.items():
         run = run_dir(work, seed, _trained_name(name))
-        metrics = evaluate_checkpoint(cfg, run / LAST, val, classes, run / f"eval_{_scales_tag(scales)}.json",
-                                      scales)
+        metrics = evaluate_checkpoint(cfg, run / LAST, val, classes, run / f"eval_{_scales_tag(scales)}.json", scales)
         table3[name] = {"miou": metrics["miou"], "iou": metrics["iou"], "step_seconds": step_seconds(run)}
     single = run_dir(work, seed, "single 1.0")
-    failure = {f"{s:g}x": evaluate_checkpoint(cfg, single / LAST, val, classes, single / f"eval_{s:g}.json",
-                                              (s,))["iou"] for s in (0.5, 2.0)}
+    failure = {
+        f"{s:g}x": evaluate_checkpoint(cfg, single / LAST, val, classes, single / f"eval_{s:g}.json", (s,))["iou"]
+        for s in (0.5, 2.0)
+    }
     hier = run_dir(work, seed, "hierarchical 0.5/1.0/2.0")
     attention = attention_by_class(cfg, hier / LAST, val, classes)
     teacher = run_dir(work, seed, TEACHER)
-    table4 = {TEACHER: evaluate_checkpoint(cfg, teacher / LAST, val, classes, teacher / "eval_0.5-1-2.json",
-                                           (0.5, 1.0, 2.0))["miou"]}
+    table4 = {
+        TEACHER: evaluate_checkpoint(cfg, teacher / LAST, val, classes, teacher / "eval_0.5-1-2.json", (0.5, 1.0, 2.0))[
+            "miou"
+        ]
+    }
     for name, (folder, _) in STUDENTS.items():
         run = hier if folder is None else run_dir(work, seed, name)
-        table4[name] = evaluate_checkpoint(cfg, run / LAST, val, classes, run / "eval_0.5-1-2.json",
-                                           (0.5, 1.0, 2.0))["miou"]
+        table4[name] = evaluate_checkpoint(cfg, run / LAST, val, classes, run / "eval_0.5-1-2.json", (0.5, 1.0, 2.0))[
+            "miou"
+        ]
     return {"table3": table3, "failure_iou": failure, "attention": attention, "table4": table4}
 
 
@@ -221,9 +249,13 @@ def step_seconds(run: Path) -> float | None:
 
 
 @torch.inference_mode()
-def attention_by_class(cfg: PipelineConfig, checkpoint: Path, samples: Sequence[Sample],
-                       classes: ClassSet, scales: Sequence[float] = (0.5, 1.0, 2.0)
-                       ) -> dict[str, dict[str, float]]:
+def attention_by_class(
+    cfg: PipelineConfig,
+    checkpoint: Path,
+    samples: Sequence[Sample],
+    classes: ClassSet,
+    scales: Sequence[float] = (0.5, 1.0, 2.0),
+) -> dict[str, dict[str, float]]:
     """Mean attention of each attended scale over the pixels of each ground-truth class (at full size)."""
     model = load_checkpoint(checkpoint, expected_num_classes=classes.num_classes).model
     lut = classes.label_to_train_lut()
@@ -237,11 +269,14 @@ def attention_by_class(cfg: PipelineConfig, checkpoint: Path, samples: Sequence[
         counts += np.bincount(label[valid].numpy(), minlength=classes.num_classes)
         for key in (k for k in outputs if k.startswith("attn_")):
             attn = F.interpolate(outputs[key], size=image.shape[1:3], mode="bilinear", align_corners=False)
-            per_class = torch.bincount(label[valid], weights=attn.flatten()[valid].double(),
-                                       minlength=classes.num_classes)
+            per_class = torch.bincount(
+                label[valid], weights=attn.flatten()[valid].double(), minlength=classes.num_classes
+            )
             sums[key] = sums.get(key, 0) + per_class.numpy()
-    return {key: {name: float(total[c] / counts[c]) for c, name in enumerate(classes.names) if counts[c]}
-            for key, total in sums.items()}
+    return {
+        key: {name: float(total[c] / counts[c]) for c, name in enumerate(classes.names) if counts[c]}
+        for key, total in sums.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,40 +288,58 @@ def mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
     vals = [v for v in values if v is not None and v == v]
     if not vals:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-            "n": len(vals)}
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None, "n": len(vals)}
 
 
-def summarise(per_seed: dict[int, dict[str, Any]], classes: ClassSet, settings: ReproduceSettings,
-              seconds: float) -> dict[str, Any]:
+def summarise(
+    per_seed: dict[int, dict[str, Any]], classes: ClassSet, settings: ReproduceSettings, seconds: float
+) -> dict[str, Any]:
     """Per-seed numbers plus mean/spread of each headline figure, and what produced them."""
     seeds = list(per_seed)
     single_step = [per_seed[s]["table3"]["single 1.0"]["step_seconds"] for s in seeds]
     table3 = {}
     for name in VARIANTS:
-        rel = [(per_seed[s]["table3"][name]["step_seconds"] or np.nan) / (t or np.nan)
-               for s, t in zip(seeds, single_step, strict=True)]
-        table3[name] = {"miou": mean_std([per_seed[s]["table3"][name]["miou"] for s in seeds]),
-                        "step_time_vs_single": mean_std(rel)}
-    failure = {group: {scale: mean_std([_group_mean(per_seed[s]["failure_iou"][scale], names) for s in seeds])
-                       for scale in ("0.5x", "2x")}
-               for group, names in (("thin", THIN), ("large", LARGE))}
-    failure_classes = {c: {scale: mean_std([per_seed[s]["failure_iou"][scale].get(c) for s in seeds])
-                           for scale in ("0.5x", "2x")} for c in THIN + LARGE}
-    attention = {key: {c: mean_std([per_seed[s]["attention"].get(key, {}).get(c) for s in seeds])
-                       for c in THIN + LARGE}
-                 for key in sorted({k for s in seeds for k in per_seed[s]["attention"]})}
+        rel = [
+            (per_seed[s]["table3"][name]["step_seconds"] or np.nan) / (t or np.nan)
+            for s, t in zip(seeds, single_step, strict=True)
+        ]
+        table3[name] = {
+            "miou": mean_std([per_seed[s]["table3"][name]["miou"] for s in seeds]),
+            "step_time_vs_single": mean_std(rel),
+        }
+    failure = {
+        group: {
+            scale: mean_std([_group_mean(per_seed[s]["failure_iou"][scale], names) for s in seeds])
+            for scale in ("0.5x", "2x")
+        }
+        for group, names in (("thin", THIN), ("large", LARGE))
+    }
+    failure_classes = {
+        c: {scale: mean_std([per_seed[s]["failure_iou"][scale].get(c) for s in seeds]) for scale in ("0.5x", "2x")}
+        for c in THIN + LARGE
+    }
+    attention = {
+        key: {c: mean_std([per_seed[s]["attention"].get(key, {}).get(c) for s in seeds]) for c in THIN + LARGE}
+        for key in sorted({k for s in seeds for k in per_seed[s]["attention"]})
+    }
     table4 = {name: mean_std([per_seed[s]["table4"].get(name) for s in seeds]) for name in (TEACHER, *STUDENTS)}
     return {
-        "command": settings.command, "seeds": seeds, "minutes": round(seconds / 60, 1),
-        "machine": {"cpus": multiprocessing.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version()},
-        "city": {"train": settings.train, "val": settings.val, "extra": settings.extra,
-                 "size": list(settings.size)},
-        "config": str(settings.config), "overrides": list(settings.overrides),
-        "table3": table3, "failure_modes": {"groups": failure, "classes": failure_classes,
-                                            "thin": list(THIN), "large": list(LARGE)},
-        "attention": attention, "table4": table4, "per_seed": {str(s): v for s, v in per_seed.items()},
+        "command": settings.command,
+        "seeds": seeds,
+        "minutes": round(seconds / 60, 1),
+        "machine": {
+            "cpus": multiprocessing.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "city": {"train": settings.train, "val": settings.val, "extra": settings.extra, "size": list(settings.size)},
+        "config": str(settings.config),
+        "overrides": list(settings.overrides),
+        "table3": table3,
+        "failure_modes": {"groups": failure, "classes": failure_classes, "thin": list(THIN), "large": list(LARGE)},
+        "attention": attention,
+        "table4": table4,
+        "per_seed": {str(s): v for s, v in per_seed.items()},
     }
 
 
@@ -307,35 +360,62 @@ def markdown(results: dict[str, Any]) -> str:
     """The tables the README includes, with the command that produced them."""
     n = len(results["seeds"])
     city, machine = results["city"], results["machine"]
-    lines = [f"Produced by `{results['command']}` ({n} seeds: mean ± sample std; {results['minutes']} min "
-             f"on {machine['cpus']} CPU cores, torch {machine['torch']}). Synthetic city: {city['train']} "
-             f"fine / {city['extra']} extra / {city['val']} val images of "
-             f"{city['size'][0]}x{city['size'][1]}.",
-             ""]
-    lines += ["**Table 3 analogue** (val mIoU %, training step time relative to single scale)", "",
-              "| method | mIoU | step time |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {_fmt(v['miou'])} | {_fmt(v['step_time_vs_single'], 1.0, 2)}x |"
-              for name, v in results["table3"].items()]
+    lines = [
+        f"Produced by `{results['command']}` ({n} seeds: mean ± sample std; {results['minutes']} min "
+        f"on {machine['cpus']} CPU cores, torch {machine['torch']}). Synthetic city: {city['train']} "
+        f"fine / {city['extra']} extra / {city['val']} val images of "
+        f"{city['size'][0]}x{city['size'][1]}.",
+        "",
+    ]
+    lines += [
+        "**Table 3 analogue** (val mIoU %, training step time relative to single scale)",
+        "",
+        "| method | mIoU | step time |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [
+        f"| {name} | {_fmt(v['miou'])} | {_fmt(v['step_time_vs_single'], 1.0, 2)}x |"
+        for name, v in results["table3"].items()
+    ]
     groups = results["failure_modes"]["groups"]
-    lines += ["", "**Failure modes** (single-scale model run at one scale; mean IoU % of the group)", "",
-              "| classes | at 0.5x | at 2.0x |", "| --- | ---: | ---: |"]
-    lines += [f"| {g} ({', '.join(results['failure_modes'][g])}) | {_fmt(v['0.5x'])} | {_fmt(v['2x'])} |"
-              for g, v in groups.items()]
+    lines += [
+        "",
+        "**Failure modes** (single-scale model run at one scale; mean IoU % of the group)",
+        "",
+        "| classes | at 0.5x | at 2.0x |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [
+        f"| {g} ({', '.join(results['failure_modes'][g])}) | {_fmt(v['0.5x'])} | {_fmt(v['2x'])} |"
+        for g, v in groups.items()
+    ]
     if results["attention"]:
         keys = list(results["attention"])
-        lines += ["", "**Learned attention** (hierarchical model, mean attention per ground-truth class; "
-                  "high = that scale's prediction is used)", "", "| class | " + " | ".join(keys) + " |",
-                  "| --- |" + " ---: |" * len(keys)]
+        lines += [
+            "",
+            "**Learned attention** (hierarchical model, mean attention per ground-truth class; "
+            "high = that scale's prediction is used)",
+            "",
+            "| class | " + " | ".join(keys) + " |",
+            "| --- |" + " ---: |" * len(keys),
+        ]
         for c in results["failure_modes"]["thin"] + results["failure_modes"]["large"]:
             cells = " | ".join(_fmt(results["attention"][k][c], 1.0, 2) for k in keys)
             lines.append(f"| {c} | {cells} |")
     epochs = results.get("epochs", {})
-    lines += ["", "**Table 4 analogue** (val mIoU % of the student, hierarchical 0.5/1.0/2.0; every row "
-              f"trains {epochs.get('compared', '?')} epochs except the teacher, "
-              f"{epochs.get('teacher', '?')} epochs, whose labels the auto rows use)", "",
-              "| training data | mIoU |", "| --- | ---: |"]
-    lines += [f"| {'teacher: fine only, long schedule' if name == TEACHER else name} | {_fmt(v)} |"
-              for name, v in results["table4"].items()]
+    lines += [
+        "",
+        "**Table 4 analogue** (val mIoU % of the student, hierarchical 0.5/1.0/2.0; every row "
+        f"trains {epochs.get('compared', '?')} epochs except the teacher, "
+        f"{epochs.get('teacher', '?')} epochs, whose labels the auto rows use)",
+        "",
+        "| training data | mIoU |",
+        "| --- | ---: |",
+    ]
+    lines += [
+        f"| {'teacher: fine only, long schedule' if name == TEACHER else name} | {_fmt(v)} |"
+        for name, v in results["table4"].items()
+    ]
     return "\n".join(lines) + "\n"
 
 

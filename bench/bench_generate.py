@@ -42,7 +42,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     integral = pad.cumsum(0).cumsum(1)
     k = 2 * radius + 1
     h, w = mask.shape
-    total = (integral[k:k + h, k:k + w] - integral[:h, k:k + w] - integral[k:k + h, :w] + integral[:h, :w])
+    total = integral[k : k + h, k : k + w] - integral[:h, k : k + w] - integral[k : k + h, :w] + integral[:h, :w]
     return total > 0
 
 
@@ -99,11 +99,13 @@ def bench_confidence(n: int, levels: tuple[int, ...] = (3, 9, 15, 17, 19)) -> di
         confidence.ZSTD_LEVEL = level  # the module constant; a benchmark may vary it (restored below)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            sizes = [confidence.write_codes(Path(tmp), f"img{i}", codes)
-                     for i, (_, codes) in enumerate(pairs)]
+            sizes = [confidence.write_codes(Path(tmp), f"img{i}", codes) for i, (_, codes) in enumerate(pairs)]
             ms = 1000 * (time.perf_counter() - start) / n
-        results[f"zstd level {level}"] = {"kb": statistics.mean(sizes) / 1024, "write_ms": ms,
-                                          "ratio_to_label": statistics.mean(sizes) / label_bytes}
+        results[f"zstd level {level}"] = {
+            "kb": statistics.mean(sizes) / 1024,
+            "write_ms": ms,
+            "ratio_to_label": statistics.mean(sizes) / label_bytes,
+        }
     confidence.ZSTD_LEVEL = chosen
     return {"images": n, "label_kb": label_bytes / 1024, "settings": results}
 
@@ -118,8 +120,9 @@ def _tiny_teacher(path: Path, width: str = "tiny") -> None:
     save_checkpoint(path, build_model(cfg), cfg, CITYSCAPES.names)
 
 
-def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: int = 3,
-                     model_width: str = "tiny") -> dict:
+def bench_throughput(
+    n: int, width: int, height: int, batch_size: int, rounds: int = 3, model_width: str = "tiny"
+) -> dict:
     """generate (decode + infer + encode + write, from disk) vs the bare model on preloaded tensors.
 
     The two are measured alternately, ``rounds`` times, so load from other processes hits both alike
@@ -143,7 +146,7 @@ def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: i
             images.append(rgb)
         settings = GenerateConfig(device="cpu", batch_size=batch_size, scales=(0.5, 1.0, 2.0))
         teacher = Teacher.load(tmp / "t.pt", settings, DataConfig())
-        batches = [torch.from_numpy(np.stack(images[i:i + batch_size])) for i in range(0, n, batch_size)]
+        batches = [torch.from_numpy(np.stack(images[i : i + batch_size])) for i in range(0, n, batch_size)]
         samples = discover_folder(tmp / "in")
         warm = normalise(batches[0], teacher.mean, teacher.std)
         predict_logits(teacher.model, warm, settings.scales)
@@ -159,14 +162,21 @@ def bench_throughput(n: int, width: int, height: int, batch_size: int, rounds: i
             run_generate(job, samples, teacher=teacher)
             full.append(n / (time.perf_counter() - start))
             full_cpu += time.process_time() - cpu
-    return {"images": n, "size": f"{width}x{height}", "batch_size": batch_size, "scales": [0.5, 1.0, 2.0],
-            "model_width": model_width,
-            "bare_model_img_s": bare, "generate_img_s": full, "ratio_best": max(full) / max(bare),
-            "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
-            "ratio_median": statistics.median(f / b for f, b in zip(full, bare, strict=True)),
-            # CPU seconds of all threads: on a CPU-only host every extra CPU second is lost model time,
-            # so this ratio bounds the wall-clock one and is robust to other processes' load
-            "cpu_ratio": bare_cpu / full_cpu}
+    return {
+        "images": n,
+        "size": f"{width}x{height}",
+        "batch_size": batch_size,
+        "scales": [0.5, 1.0, 2.0],
+        "model_width": model_width,
+        "bare_model_img_s": bare,
+        "generate_img_s": full,
+        "ratio_best": max(full) / max(bare),
+        "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
+        "ratio_median": statistics.median(f / b for f, b in zip(full, bare, strict=True)),
+        # CPU seconds of all threads: on a CPU-only host every extra CPU second is lost model time,
+        # so this ratio bounds the wall-clock one and is robust to other processes' load
+        "cpu_ratio": bare_cpu / full_cpu,
+    }
 
 
 _RSS_CHILD = """
@@ -195,15 +205,15 @@ def bench_rss(counts: tuple[int, ...] = (100, 1000), width: int = 128, height: i
         for i in range(max(counts)):
             write_image_png(tmp / "in" / f"{i:05d}.png", rng.integers(0, 255, (height, width, 3), np.uint8))
         for n in counts:
-            out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(tmp), str(n)], check=True,
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, str(tmp), str(n)], check=True, capture_output=True, text=True
+            )
             results[n] = int(out.stdout.strip().splitlines()[-1]) / 1024  # VmHWM is in kB
     return {"peak_rss_mb": results, "size": f"{width}x{height}"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["png", "confidence", "throughput", "rss", "all"])
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", default="256x128", help="throughput image size WxH")

@@ -43,11 +43,22 @@ print(json.dumps({"rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "second
 """
 
 
-def _run_child(checkpoint: Path, size: tuple[int, int], tile_size: int, labels_out: Path,
-               threads: int) -> dict[str, Any]:
+def _run_child(
+    checkpoint: Path, size: tuple[int, int], tile_size: int, labels_out: Path, threads: int
+) -> dict[str, Any]:
     width, height = size
-    args = [sys.executable, "-c", _TILED_CHILD, str(checkpoint), str(width), str(height), str(tile_size),
-            str(Path(__file__).parent), str(threads), str(labels_out)]
+    args = [
+        sys.executable,
+        "-c",
+        _TILED_CHILD,
+        str(checkpoint),
+        str(width),
+        str(height),
+        str(tile_size),
+        str(Path(__file__).parent),
+        str(threads),
+        str(labels_out),
+    ]
     proc = subprocess.run(args, check=True, capture_output=True, text=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["inference_peak_mb"] = result["peak_rss_mb"] - result["rss_before_mb"]
@@ -69,9 +80,15 @@ def bench_tiled(size: tuple[int, int] = (2048, 1024), tile_size: int = 1024, thr
         tiled = _run_child(tmp / "t.pt", size, tile_size, tmp / "tiled.npy", threads)
         # tiles see less context near their edges; the labels should still mostly agree
         agreement = float((np.load(tmp / "whole.npy") == np.load(tmp / "tiled.npy")).mean())
-    return {"size": f"{size[0]}x{size[1]}", "scales": [0.5, 1.0, 2.0], "tile_size": tile_size,
-            "whole": whole, "tiled": tiled, "label_agreement": agreement,
-            "ratio_tiled_to_whole": tiled["inference_peak_mb"] / whole["inference_peak_mb"]}
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "scales": [0.5, 1.0, 2.0],
+        "tile_size": tile_size,
+        "whole": whole,
+        "tiled": tiled,
+        "label_agreement": agreement,
+        "ratio_tiled_to_whole": tiled["inference_peak_mb"] / whole["inference_peak_mb"],
+    }
 
 
 def bench_rss_growth(counts: tuple[int, int] = (100, 1000), size: tuple[int, int] = (128, 64)) -> dict[str, Any]:

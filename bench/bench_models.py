@@ -50,14 +50,16 @@ def bench_inference(width: str, images: torch.Tensor, repeats: int) -> dict[str,
     scales = (0.5, 1.0, 2.0)
     model = build_model(ModelConfig(width=width, num_classes=NUM_CLASSES, infer_scales=scales)).eval()
     # one scale alone runs no attention head and no fusion: the plain network at that scale
-    fns: dict[str, Callable[[], object]] = {
-        f"single_{s}x": lambda s=s: model(images, scales=(s,)) for s in scales}
+    fns: dict[str, Callable[[], object]] = {f"single_{s}x": lambda s=s: model(images, scales=(s,)) for s in scales}
     fns["hierarchical_3scale"] = lambda: model(images, scales=scales)
     with torch.inference_mode():
         seconds = interleaved_seconds(fns, repeats)
     total = sum(seconds[f"single_{s}x"] for s in scales)
-    return {**{f"{name}_s": t for name, t in seconds.items()}, "sum_single_scale_s": total,
-            "ratio_hierarchical_to_sum_single": seconds["hierarchical_3scale"] / total}
+    return {
+        **{f"{name}_s": t for name, t in seconds.items()},
+        "sum_single_scale_s": total,
+        "ratio_hierarchical_to_sum_single": seconds["hierarchical_3scale"] / total,
+    }
 
 
 def train_step(cfg: ModelConfig, images: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
@@ -77,21 +79,26 @@ def train_step(cfg: ModelConfig, images: torch.Tensor, target: torch.Tensor) -> 
 
 
 def bench_training(width: str, images: torch.Tensor, repeats: int) -> dict[str, float]:
-    target = torch.randint(0, NUM_CLASSES, (images.shape[0], *images.shape[-2:]),
-                           generator=torch.Generator().manual_seed(0))
+    target = torch.randint(
+        0, NUM_CLASSES, (images.shape[0], *images.shape[-2:]), generator=torch.Generator().manual_seed(0)
+    )
     setups = {
         "single_1.0": ModelConfig(width=width, num_classes=NUM_CLASSES, mscale="single", train_scales=(1.0,)),
-        "pair_0.5_1.0": ModelConfig(width=width, num_classes=NUM_CLASSES, mscale="hierarchical",
-                                    train_scales=(0.5, 1.0)),
-        "explicit_0.5_1.0_2.0": ModelConfig(width=width, num_classes=NUM_CLASSES, mscale="explicit",
-                                            train_scales=(0.5, 1.0, 2.0)),
+        "pair_0.5_1.0": ModelConfig(
+            width=width, num_classes=NUM_CLASSES, mscale="hierarchical", train_scales=(0.5, 1.0)
+        ),
+        "explicit_0.5_1.0_2.0": ModelConfig(
+            width=width, num_classes=NUM_CLASSES, mscale="explicit", train_scales=(0.5, 1.0, 2.0)
+        ),
     }
     steps = {name: train_step(cfg, images, target) for name, cfg in setups.items()}
     seconds = interleaved_seconds(steps, repeats)
-    return {**{f"train_step_{name}_s": t for name, t in seconds.items()},
-            "ratio_pair_to_single": seconds["pair_0.5_1.0"] / seconds["single_1.0"],
-            "ratio_explicit_to_single": seconds["explicit_0.5_1.0_2.0"] / seconds["single_1.0"],
-            "ratio_pair_to_explicit": seconds["pair_0.5_1.0"] / seconds["explicit_0.5_1.0_2.0"]}
+    return {
+        **{f"train_step_{name}_s": t for name, t in seconds.items()},
+        "ratio_pair_to_single": seconds["pair_0.5_1.0"] / seconds["single_1.0"],
+        "ratio_explicit_to_single": seconds["explicit_0.5_1.0_2.0"] / seconds["single_1.0"],
+        "ratio_pair_to_explicit": seconds["pair_0.5_1.0"] / seconds["explicit_0.5_1.0_2.0"],
+    }
 
 
 def main() -> None:
@@ -106,8 +113,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))
     images = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0))
-    result = {"width": args.width, "size": [height, width], "batch": args.batch, "threads": args.threads,
-              "repeats": args.repeats, "torch": torch.__version__}
+    result = {
+        "width": args.width,
+        "size": [height, width],
+        "batch": args.batch,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+    }
     result.update(bench_inference(args.width, images, args.repeats))
     if not args.no_train:
         result.update(bench_training(args.width, images, args.repeats))

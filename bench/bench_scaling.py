@@ -41,8 +41,16 @@ def _rate_on_cluster(workers: int, teacher: Path, inputs: Path, out: Path, setti
     """Steady-state images/s of ``run_generate_dask`` on a local cluster of ``workers`` processes."""
     samples = discover_folder(inputs)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(torch.set_num_threads, threads)  # the plugin leaves threads alone on an existing cluster
         warm = GenerateJob(teacher=teacher, out=out / f"warm{workers}", generate=settings)
         run_generate_dask(warm, samples[: settings.chunk_size * workers], scheduler=cluster.scheduler_address)
@@ -54,16 +62,22 @@ def _rate_on_cluster(workers: int, teacher: Path, inputs: Path, out: Path, setti
     return len(samples) / t.wall
 
 
-def bench_scaling(images: int = 16, size: tuple[int, int] = (256, 128), worker_counts: tuple[int, ...] = (1, 2),
-                  scales: tuple[float, ...] = (0.5, 1.0, 2.0), rounds: int = 1) -> dict[str, Any]:
+def bench_scaling(
+    images: int = 16,
+    size: tuple[int, int] = (256, 128),
+    worker_counts: tuple[int, ...] = (1, 2),
+    scales: tuple[float, ...] = (0.5, 1.0, 2.0),
+    rounds: int = 1,
+) -> dict[str, Any]:
     """Images/s of Dask ``generate`` per worker count, and each count's rate over the first count's.
 
     With ``rounds`` > 1 the counts are measured alternately and each keeps its best rate, so a burst of load
     from other processes does not decide the ratio.
     """
     # chunks of a quarter of the images: enough tasks for every worker, each with a few batches
-    settings = GenerateConfig(device="cpu", scales=scales, chunk_size=max(1, images // 4),
-                              encode_workers=1, decode_workers=1)
+    settings = GenerateConfig(
+        device="cpu", scales=scales, chunk_size=max(1, images // 4), encode_workers=1, decode_workers=1
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _tiny_teacher(tmp / "t.pt")
@@ -74,9 +88,15 @@ def bench_scaling(images: int = 16, size: tuple[int, int] = (256, 128), worker_c
                 rate = _rate_on_cluster(n, tmp / "t.pt", tmp / "in", tmp / f"round{r}", settings)
                 rates[n] = max(rates[n], rate)
     base = rates[worker_counts[0]]
-    return {"images": images, "size": f"{size[0]}x{size[1]}", "scales": list(scales),
-            "chunk_size": settings.chunk_size, "rounds": rounds, "images_per_s": {str(n): r for n, r in rates.items()},
-            "speedup": {str(n): r / base for n, r in rates.items()}}
+    return {
+        "images": images,
+        "size": f"{size[0]}x{size[1]}",
+        "scales": list(scales),
+        "chunk_size": settings.chunk_size,
+        "rounds": rounds,
+        "images_per_s": {str(n): r for n, r in rates.items()},
+        "speedup": {str(n): r / base for n, r in rates.items()},
+    }
 
 
 def main() -> None:

@@ -88,8 +88,7 @@ def step_rate(cfg, run_dir: Path, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=size_arg, default=(1024, 512), help="synthetic image size WxH")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--crop", type=size_arg, default=(256, 128), help="training crop WxH")
@@ -114,10 +113,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         crop_w, crop_h = args.crop
 
         def cfg(*extra):
-            return load_config(None, [
-                f"data.root={json.dumps(str(city))}", "model.width='tiny'",
-                f"train.crop_size=[{crop_h}, {crop_w}]", f"train.batch_size={args.batch}",
-                "train.class_uniform_pct=0.5", "train.class_uniform_tile=256", "train.val_every=0", *extra])
+            return load_config(
+                None,
+                [
+                    f"data.root={json.dumps(str(city))}",
+                    "model.width='tiny'",
+                    f"train.crop_size=[{crop_h}, {crop_w}]",
+                    f"train.batch_size={args.batch}",
+                    "train.class_uniform_pct=0.5",
+                    "train.class_uniform_tile=256",
+                    "train.val_every=0",
+                    *extra,
+                ],
+            )
 
         run_dir = Path(tmp) / "run"
         loader_rate(cfg("train.workers=0"), run_dir, 1)  # computes the centroid cache once, untimed
@@ -130,8 +138,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         rmi = step_rate(cfg("loss.main='rmi'"), run_dir, args.steps) if args.steps else None
         ce = step_rate(cfg("loss.main='ce'"), run_dir, args.steps) if args.steps else None
     return {
-        "image_size": f"{args.size[0]}x{args.size[1]}", "crop": f"{args.crop[0]}x{args.crop[1]}",
-        "batch": args.batch, "threads": args.threads,
+        "image_size": f"{args.size[0]}x{args.size[1]}",
+        "crop": f"{args.crop[0]}x{args.crop[1]}",
+        "batch": args.batch,
+        "threads": args.threads,
         "decode_floor_samples_per_s": round(decode, 2),
         "loader_samples_per_s_workers0": round(in_process, 2),
         "loader_vs_decode_floor": round(in_process / decode, 3),

@@ -64,25 +64,49 @@ class BenchSize:
 
 
 FULL = BenchSize(
-    label_maps=4, zstd_levels=(3, 9, 19),
-    throughput_runs=(("tiny", 16), ("w18_small", 4)), throughput_size=(512, 256), throughput_rounds=2,
-    model_size=(256, 512), model_repeats=5,
-    loader_images=16, loader_size=(1024, 512), loader_epochs=3, loader_repeats=3,
-    rss_counts=(100, 1000), tiled_size=(2048, 1024), tile_size=1024,
-    scaling_images=24, scaling_rounds=2)
+    label_maps=4,
+    zstd_levels=(3, 9, 19),
+    throughput_runs=(("tiny", 16), ("w18_small", 4)),
+    throughput_size=(512, 256),
+    throughput_rounds=2,
+    model_size=(256, 512),
+    model_repeats=5,
+    loader_images=16,
+    loader_size=(1024, 512),
+    loader_epochs=3,
+    loader_repeats=3,
+    rss_counts=(100, 1000),
+    tiled_size=(2048, 1024),
+    tile_size=1024,
+    scaling_images=24,
+    scaling_rounds=2,
+)
 QUICK = BenchSize(
-    label_maps=2, zstd_levels=(),
-    throughput_runs=(("tiny", 4),), throughput_size=(256, 128), throughput_rounds=2,
-    model_size=(128, 256), model_repeats=2,
-    loader_images=4, loader_size=(1024, 512), loader_epochs=2, loader_repeats=1,
-    rss_counts=(10, 100), tiled_size=(1024, 512), tile_size=512,
-    scaling_images=8, scaling_rounds=1)
+    label_maps=2,
+    zstd_levels=(),
+    throughput_runs=(("tiny", 4),),
+    throughput_size=(256, 128),
+    throughput_rounds=2,
+    model_size=(128, 256),
+    model_repeats=2,
+    loader_images=4,
+    loader_size=(1024, 512),
+    loader_epochs=2,
+    loader_repeats=1,
+    rss_counts=(10, 100),
+    tiled_size=(1024, 512),
+    tile_size=512,
+    scaling_images=8,
+    scaling_rounds=1,
+)
 
 
 def pipeline_efficiency(size: BenchSize) -> Figure:
     width, height = size.throughput_size
-    runs = {model: bench_throughput(images, width, height, batch_size=1, rounds=size.throughput_rounds,
-                                    model_width=model) for model, images in size.throughput_runs}
+    runs = {
+        model: bench_throughput(images, width, height, batch_size=1, rounds=size.throughput_rounds, model_width=model)
+        for model, images in size.throughput_runs
+    }
     # the pipeline's own cost per pixel is fixed, so it weighs most against the smallest teacher; the figure
     # is the widest teacher measured (the real one, W48, is wider still), the others stay in the details
     result = {**runs[size.throughput_runs[-1][0]], "by_teacher_width": runs}
@@ -90,11 +114,14 @@ def pipeline_efficiency(size: BenchSize) -> Figure:
     # round swings by 2x either way (details.ratio_per_round); CPU seconds of this process do not, and with
     # no idle core to hide the pipeline's threads on, they bound the wall-clock ratio from below
     return Figure(
-        name="pipeline_efficiency", value=result["cpu_ratio"], goal=">= 0.95",
+        name="pipeline_efficiency",
+        value=result["cpu_ratio"],
+        goal=">= 0.95",
         definition="images per CPU-second of generate (decode + 3-scale model + threshold + PNG/zarr encode + "
         "manifest, from disk) / images per CPU-second of the bare model forward on the same preloaded tensors, "
         "same scales and batch, alternating rounds; details.ratio_median: the same with wall-clock images/s",
-        details=result)
+        details=result,
+    )
 
 
 def label_footprint(size: BenchSize) -> Figure:
@@ -102,13 +129,21 @@ def label_footprint(size: BenchSize) -> Figure:
     chosen = GenerateConfig().png_compress_level
     kb = result["settings"][f"up filter, zlib {chosen}"]["kb"]
     soft_bytes = NUM_CLASSES * LABEL_SIZE[0] * LABEL_SIZE[1] * 2  # C x H x W float16 probabilities
-    result.update(chosen=f"up filter, zlib {chosen}", soft_label_kb=soft_bytes / 1024,
-                  soft_to_label_ratio=soft_bytes / (kb * 1024))
+    result.update(
+        chosen=f"up filter, zlib {chosen}",
+        soft_label_kb=soft_bytes / 1024,
+        soft_to_label_ratio=soft_bytes / (kb * 1024),
+    )
     return Figure(
-        name="label_footprint", value=kb, goal="<= 15",
+        name="label_footprint",
+        value=kb,
+        goal="<= 15",
         definition="KB per thresholded label PNG at 2048x1024 (Cityscapes-like scenes, pixels near class "
         "boundaries ignored), at the chosen PNG setting; details: KB and encode ms of every setting, and the "
-        "soft-label footprint (19 x H x W fp16) as a multiple of the label", details=result, unit="KB")
+        "soft-label footprint (19 x H x W fp16) as a multiple of the label",
+        details=result,
+        unit="KB",
+    )
 
 
 def confidence_store(size: BenchSize) -> Figure:
@@ -118,10 +153,14 @@ def confidence_store(size: BenchSize) -> Figure:
     result["chosen"] = f"zstd level {chosen}"
     result["plain_zstd_ratio_to_label"] = plain_zstd_ratio(size.label_maps, chosen)
     return Figure(
-        name="confidence_store", value=result["settings"][result["chosen"]]["ratio_to_label"], goal="<= 2",
+        name="confidence_store",
+        value=result["settings"][result["chosen"]]["ratio_to_label"],
+        goal="<= 2",
         definition="bytes per image of the confidence store (uint8 ladder codes up-filtered, zarr + zstd at "
         "the chosen level) / bytes of the label PNG of the same 2048x1024 map; details.plain_zstd_ratio_to_label: "
-        "the plain codes (the store's first format)", details=result)
+        "the plain codes (the store's first format)",
+        details=result,
+    )
 
 
 def plain_zstd_ratio(maps: int, level: int) -> float:
@@ -142,56 +181,87 @@ def hierarchical_overhead(size: BenchSize) -> Figure:
     result = bench_inference("tiny", _model_input(size), size.model_repeats)
     result["input_hw"] = list(size.model_size)
     return Figure(
-        name="hierarchical_overhead", value=result["ratio_hierarchical_to_sum_single"], goal="<= 1.05",
+        name="hierarchical_overhead",
+        value=result["ratio_hierarchical_to_sum_single"],
+        goal="<= 1.05",
         definition="CPU time of hierarchical 3-scale (0.5, 1, 2) inference / sum of the three single-scale "
-        "forwards of the same network (tiny HRNet-OCR, best of interleaved repeats)", details=result)
+        "forwards of the same network (tiny HRNet-OCR, best of interleaved repeats)",
+        details=result,
+    )
 
 
 def training_cost(size: BenchSize) -> Figure:
     result = bench_training("tiny", _model_input(size), size.model_repeats)
     result["input_hw"] = list(size.model_size)
     return Figure(
-        name="training_cost", value=result["ratio_pair_to_explicit"], goal="",
+        name="training_cost",
+        value=result["ratio_pair_to_explicit"],
+        goal="",
         definition="CPU time of a training step with the hierarchical pair (0.5, 1) / explicit attention on "
-        "(0.5, 1, 2) (the paper: about 0.25); details: each relative to single-scale training", details=result)
+        "(0.5, 1, 2) (the paper: about 0.25); details: each relative to single-scale training",
+        details=result,
+    )
 
 
 def loader(size: BenchSize) -> Figure:
-    args = Namespace(size=size.loader_size, images=size.loader_images, crop=(256, 128), batch=2, steps=0,
-                     epochs=size.loader_epochs, workers=2, threads=1, repeats=size.loader_repeats)
+    args = Namespace(
+        size=size.loader_size,
+        images=size.loader_images,
+        crop=(256, 128),
+        batch=2,
+        steps=0,
+        epochs=size.loader_epochs,
+        workers=2,
+        threads=1,
+        repeats=size.loader_repeats,
+    )
     result = bench_loader(args)
     return Figure(
-        name="loader", value=result["loader_vs_decode_floor"], goal=">= 0.8",
+        name="loader",
+        value=result["loader_vs_decode_floor"],
+        goal=">= 0.8",
         definition="samples/s of the student DataLoader in process (decode + scale/crop/flip/jitter, "
         "class-uniform crops, batching) / samples/s of only decoding the same image and label PNGs",
-        details=result)
+        details=result,
+    )
 
 
 def memory_growth(size: BenchSize) -> Figure:
     result = bench_rss_growth(size.rss_counts)
     few, many = size.rss_counts
     return Figure(
-        name="memory_growth", value=result["ratio_many_to_few"], goal="<= 1.1",
+        name="memory_growth",
+        value=result["ratio_many_to_few"],
+        goal="<= 1.1",
         definition=f"peak RSS of generate over {many} images / over {few} images, each run in a fresh process "
-        "(Linux VmHWM)", details=result)
+        "(Linux VmHWM)",
+        details=result,
+    )
 
 
 def tiled_memory(size: BenchSize) -> Figure:
     result = bench_tiled(size.tiled_size, size.tile_size)
     return Figure(
-        name="tiled_memory", value=result["ratio_tiled_to_whole"], goal="",
+        name="tiled_memory",
+        value=result["ratio_tiled_to_whole"],
+        goal="",
         definition=f"peak RSS added by labelling one {size.tiled_size[0]}x{size.tiled_size[1]} image at "
         f"scales (0.5, 1, 2) in windows of at most {size.tile_size} px at scale 2.0 / the same for the whole "
-        "image (fresh process each)", details=result)
+        "image (fresh process each)",
+        details=result,
+    )
 
 
 def scaling(size: BenchSize) -> Figure:
     result = bench_scaling(size.scaling_images, rounds=size.scaling_rounds)
     return Figure(
-        name="scaling", value=result["speedup"]["2"], goal="",
+        name="scaling",
+        value=result["speedup"]["2"],
+        goal="",
         definition="images/s of generate on a local Dask cluster with 2 workers (1 torch thread each) / with 1 "
         "worker (2 threads), steady state after warm-up; at most 2 on 2 cores, less when other jobs share them",
-        details=result)
+        details=result,
+    )
 
 
 FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
@@ -223,8 +293,12 @@ def run_figures(names: list[str], size: BenchSize) -> list[Figure]:
 def report(figures: list[Figure], quick: bool, command: str) -> dict:
     """The JSON document of ``results/bench.json``."""
     machine = machine_info()
-    return {"mode": "quick" if quick else "full", "command": command, "machine": machine,
-            "figures": {f.name: f.to_dict(machine, command) for f in figures}}
+    return {
+        "mode": "quick" if quick else "full",
+        "command": command,
+        "machine": machine,
+        "figures": {f.name: f.to_dict(machine, command) for f in figures},
+    }
 
 
 def table(figures: list[Figure]) -> str:

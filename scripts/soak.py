@@ -89,25 +89,35 @@ def prepare_inputs(work: Path, images: int, size: tuple[int, int], seed: int) ->
 def run_once(cmd: list[str], out: Path, kill_at_rows: int | None, timeline: list[dict], t0: float) -> dict:
     """One generate run, sampled every second; SIGKILL its process group once ``kill_at_rows`` rows exist."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = False
     peak = 0
     while proc.poll() is None:
         coordinator, rss = tree_rss_bytes(proc.pid)
         rows = manifest_rows(out)
         peak = max(peak, rss)
-        timeline.append({"t": round(time.perf_counter() - t0, 1), "rss_mb": round(rss / 2**20, 1),
-                         "coordinator_mb": round(coordinator / 2**20, 1), "rows": rows})
+        timeline.append(
+            {
+                "t": round(time.perf_counter() - t0, 1),
+                "rss_mb": round(rss / 2**20, 1),
+                "coordinator_mb": round(coordinator / 2**20, 1),
+                "rows": rows,
+            }
+        )
         if kill_at_rows is not None and rows >= kill_at_rows:
             os.killpg(proc.pid, signal.SIGKILL)  # coordinator and Dask workers at once, like a lost node
             killed = True
             break
         time.sleep(1.0)
     output = proc.communicate()[0]
-    return {"seconds": round(time.perf_counter() - start, 1), "killed": killed, "returncode": proc.returncode,
-            "rows_after": manifest_rows(out), "peak_rss_mb": round(peak / 2**20, 1),
-            "tail": output.strip().splitlines()[-3:] if output else []}
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "killed": killed,
+        "returncode": proc.returncode,
+        "rows_after": manifest_rows(out),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "tail": output.strip().splitlines()[-3:] if output else [],
+    }
 
 
 def main() -> int:
@@ -126,9 +136,24 @@ def main() -> int:
     city, teacher = prepare_inputs(work, args.images, (width, height), args.seed)
     out = work / "labels"
     autolabel = [sys.executable, "-m", "autolabel"]
-    cmd = [*autolabel, "generate", "--teacher", str(teacher), "--dataset", f"cityscapes:{city}:train_extra",
-           "--out", str(out), "--scales", "0.5,1.0", "--device", "cpu", "--batch-size", "8",
-           "--workers", str(args.workers)]
+    cmd = [
+        *autolabel,
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--dataset",
+        f"cityscapes:{city}:train_extra",
+        "--out",
+        str(out),
+        "--scales",
+        "0.5,1.0",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--workers",
+        str(args.workers),
+    ]
     timeline: list[dict] = []
     runs = []
     t0 = time.perf_counter()
@@ -146,17 +171,31 @@ def main() -> int:
 
     rows = pq.read_metadata(out / "manifest.parquet").num_rows if merged.returncode == 0 else None
     report = {
-        "images": args.images, "size": [width, height], "workers": args.workers,
-        "interrupts": sum(r["killed"] for r in runs), "runs": runs, "wall_seconds": round(wall, 1),
-        "images_per_second": round(args.images / wall, 1), "manifest_rows": rows,
-        "rows_ok": rows == args.images, "verify_returncode": verify.returncode,
+        "images": args.images,
+        "size": [width, height],
+        "workers": args.workers,
+        "interrupts": sum(r["killed"] for r in runs),
+        "runs": runs,
+        "wall_seconds": round(wall, 1),
+        "images_per_second": round(args.images / wall, 1),
+        "manifest_rows": rows,
+        "rows_ok": rows == args.images,
+        "verify_returncode": verify.returncode,
         "verify_summary": verify.stdout.strip().splitlines()[-1:] if verify.stdout else [],
-        "peak_rss_mb": max((s["rss_mb"] for s in timeline), default=0.0), "rss_timeline": timeline,
+        "peak_rss_mb": max((s["rss_mb"] for s in timeline), default=0.0),
+        "rss_timeline": timeline,
     }
     (work / "soak.json").write_text(json.dumps(report, indent=1) + "\n")
-    log.info("soak: %d images, %d interrupts, wall %.0fs, manifest rows %s, verify rc %d, peak RSS %.0f MB "
-             "-> %s", args.images, report["interrupts"], wall, rows, verify.returncode, report["peak_rss_mb"],
-             work / "soak.json")
+    log.info(
+        "soak: %d images, %d interrupts, wall %.0fs, manifest rows %s, verify rc %d, peak RSS %.0f MB -> %s",
+        args.images,
+        report["interrupts"],
+        wall,
+        rows,
+        verify.returncode,
+        report["peak_rss_mb"],
+        work / "soak.json",
+    )
     return 0 if report["rows_ok"] and verify.returncode == 0 else 1
 
 

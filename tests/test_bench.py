@@ -26,9 +26,10 @@ TINY = dataclasses.replace(bench_run.QUICK, label_maps=1, zstd_levels=(), model_
 FIGURE_KEYS = {"name", "definition", "value", "goal", "unit", "details", "seconds", "met", "machine", "command"}
 
 
-@pytest.mark.parametrize(("goal", "value", "met"), [
-    (">= 0.95", 0.96, True), (">= 0.95", 0.94, False), ("<= 15", 15.0, True), ("<= 15", 15.5, False),
-    ("", 3.0, None)])
+@pytest.mark.parametrize(
+    ("goal", "value", "met"),
+    [(">= 0.95", 0.96, True), (">= 0.95", 0.94, False), ("<= 15", 15.0, True), ("<= 15", 15.5, False), ("", 3.0, None)],
+)
 def test_figure_met_compares_against_the_goal(goal, value, met):
     assert common.Figure(name="x", definition="d", value=value, goal=goal).met is met
 
@@ -65,8 +66,7 @@ def test_run_writes_the_json_document_and_a_table(tmp_path, monkeypatch, capsys)
     out = tmp_path / "results" / "bench.json"
     monkeypatch.setenv("BENCH_QUICK", "1")
     monkeypatch.setattr(bench_run, "QUICK", TINY)
-    monkeypatch.setattr(sys, "argv", ["run.py", "--only", "hierarchical_overhead,label_footprint",
-                                      "--out", str(out)])
+    monkeypatch.setattr(sys, "argv", ["run.py", "--only", "hierarchical_overhead,label_footprint", "--out", str(out)])
     bench_run.main()
     document = json.loads(out.read_text())
     assert document["mode"] == "quick"
@@ -97,8 +97,7 @@ def test_peak_rss_of_a_child_does_not_include_its_parents_peak():
 
     ballast = np.ones(512 * 2**20 // 8)  # 512 MiB resident in this (the parent) process
     code = "import sys; sys.path.insert(0, sys.argv[1]); import common; print(common.peak_rss_mb())"
-    out = subprocess.run([sys.executable, "-c", code, str(BENCH_DIR)], check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(BENCH_DIR)], check=True, capture_output=True, text=True)
     child_peak = float(out.stdout.strip().splitlines()[-1])
     assert common.peak_rss_mb() > 512 + ballast[0]  # the parent's peak holds the ballast
     assert child_peak < common.peak_rss_mb() - 400

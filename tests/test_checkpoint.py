@@ -181,8 +181,9 @@ class RunsCode:
 def test_pickled_code_is_refused_and_never_runs(tmp_path, model):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
-    torch.save({"format": FORMAT, "format_version": 1, "state_dict": model.state_dict(),
-                "metadata": RunsCode(marker)}, path)
+    torch.save(
+        {"format": FORMAT, "format_version": 1, "state_dict": model.state_dict(), "metadata": RunsCode(marker)}, path
+    )
     with pytest.raises(CheckpointError, match="could run code"):
         load_checkpoint(path)
     assert not marker.exists()
@@ -255,8 +256,9 @@ def test_import_cli(tmp_path, model):
     assert result.exit_code == EXIT_USER_ERROR
     assert "ocr.cls_head.weight" in result.output and "Traceback" not in result.output
     config = tmp_path / "c.toml"
-    config.write_text('[classes]\npreset = "custom"\nnames = ["road", "car", "sky"]\n'
-                      '[model]\nwidth = "tiny"\nnum_classes = 3\n')
+    config.write_text(
+        '[classes]\npreset = "custom"\nnames = ["road", "car", "sky"]\n[model]\nwidth = "tiny"\nnum_classes = 3\n'
+    )
     result = CliRunner().invoke(main, ["import-checkpoint", src, dst, "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(tmp_path / "t.pt").class_names == NAMES

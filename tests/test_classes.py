@@ -8,8 +8,27 @@ from autolabel.config import ClassesConfig
 from autolabel.errors import ConfigError
 
 # labelId -> trainId of Cityscapes' 19 evaluation classes, from the dataset's documentation
-CITYSCAPES_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
-                  25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_IDS = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 
 
 def test_cityscapes_label_to_train_ids():
@@ -34,8 +53,7 @@ def test_cityscapes_names_and_colours():
 
 
 def test_custom_class_set_from_config():
-    cfg = ClassesConfig(preset="custom", names=("bg", "tumour"), colors=("#000000", "#ff0000"),
-                        label_ids=(0, 200))
+    cfg = ClassesConfig(preset="custom", names=("bg", "tumour"), colors=("#000000", "#ff0000"), label_ids=(0, 200))
     cs = class_set_from_config(cfg)
     assert cs.colors[1] == (255, 0, 0)
     label = np.array([[0, 200, 7]], dtype=np.uint8)

@@ -67,15 +67,21 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
 def test_overrides_apply_and_go_through_the_same_checks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, "[train]\nlr = 0.1\n")
-    cfg = load_config(path, ["train.lr=0.01", "model.infer_scales=[0.25, 0.5, 1.0]",
-                             "generate.flip=true", "data.root=here", "name=my run"])
+    cfg = load_config(
+        path,
+        ["train.lr=0.01", "model.infer_scales=[0.25, 0.5, 1.0]", "generate.flip=true", "data.root=here", "name=my run"],
+    )
     assert cfg.train.lr == 0.01
     assert cfg.model.infer_scales == (0.25, 0.5, 1.0)
     assert cfg.generate.flip is True
     assert cfg.data.root == (tmp_path / "here").resolve()
     assert cfg.name == "my run"
-    for bad, key in [("train.lr=-1", "train.lr"), ("train.nope=1", "train.nope"), ("train=3", "train"),
-                     ("train.lr", "train.lr")]:
+    for bad, key in [
+        ("train.lr=-1", "train.lr"),
+        ("train.nope=1", "train.nope"),
+        ("train=3", "train"),
+        ("train.lr", "train.lr"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             load_config(path, [bad])
 

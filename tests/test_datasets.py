@@ -22,8 +22,7 @@ COUNTS = {"train": 3, "val": 2, "train_extra": 4}
 @pytest.fixture(scope="module")
 def city(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=COUNTS["train"], val=COUNTS["val"], extra=COUNTS["train_extra"],
-                        size=(64, 32))
+    make_synthetic_city(root, train=COUNTS["train"], val=COUNTS["val"], extra=COUNTS["train_extra"], size=(64, 32))
     return root
 
 
@@ -88,7 +87,8 @@ def test_discover_dispatches_on_layout(city, tmp_path):
 
 def test_auto_label_relpath():
     assert auto_label_relpath("train_extra/aachen/aachen_000000_000019_leftImg8bit") == (
-        "train_extra/aachen/aachen_000000_000019_gtAuto_labelTrainIds")
+        "train_extra/aachen/aachen_000000_000019_gtAuto_labelTrainIds"
+    )
     assert auto_label_relpath("holiday/beach_leftImg8bit_2") == "holiday/beach_leftImg8bit_2"
     assert auto_label_relpath("frames/0001") == "frames/0001"
 
@@ -152,8 +152,7 @@ def test_filelist_relative_to_list_comments_and_labels(tmp_path, monkeypatch):
     io.write_label_png(data / "labels" / "a.png", np.zeros((3, 4), np.uint8))
     listing = data / "lists" / "train.txt"
     listing.parent.mkdir()
-    listing.write_text("# training images\n../imgs/b.png\n\n  # indented comment\n"
-                       "../imgs/a.jpg\t../labels/a.png\n")
+    listing.write_text("# training images\n../imgs/b.png\n\n  # indented comment\n../imgs/a.jpg\t../labels/a.png\n")
     monkeypatch.chdir(tmp_path)  # paths are relative to the list file, not the working directory
     samples = datasets.discover_filelist(Path("data/lists/train.txt"))
     assert [s.id for s in samples] == ["imgs/a", "imgs/b"]
@@ -220,7 +219,8 @@ def test_mapillary_discovery(vistas):
     assert [s.id for s in train] == ["training/images/t1", "training/images/t2", "training/images/unlabelled"]
     assert train[0].label == vistas / "training" / "labels" / "t1.png" and train[2].label is None
     assert discover(DataConfig(layout="mapillary", root=vistas), "val") == datasets.discover_mapillary(
-        vistas, "validation")
+        vistas, "validation"
+    )
     with pytest.raises(DataError, match="train_extra"):
         datasets.discover_mapillary(vistas, "train_extra")
 

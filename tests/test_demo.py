@@ -35,9 +35,16 @@ from autolabel.train.loop import iter_log
 
 REPO = Path(__file__).resolve().parents[1]
 # a city and a training run small enough for a test: 64x32 images, 2 short epochs, no periodic validation
-TINY = ("train.epochs=2", "student.epochs=2", "train.batch_size=4", "train.crop_size=[32, 64]",
-        "train.class_uniform_tile=32", "generate.centroid_tile=32", "student.drop_auto_after_epoch=1",
-        "train.val_every=0")
+TINY = (
+    "train.epochs=2",
+    "student.epochs=2",
+    "train.batch_size=4",
+    "train.crop_size=[32, 64]",
+    "train.class_uniform_tile=32",
+    "generate.centroid_tile=32",
+    "student.drop_auto_after_epoch=1",
+    "train.val_every=0",
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,9 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_coarse_labelset_holds_the_human_labels(city: Path, tmp_path: Path):
     data = DataConfig(layout="cityscapes", root=city)
     samples = discover(data, "train_extra")
-    out = coarse_labelset(samples, tmp_path / "coarse", CITYSCAPES, config_source(data, "train_extra"),
-                          centroid_tile=32)
+    out = coarse_labelset(
+        samples, tmp_path / "coarse", CITYSCAPES, config_source(data, "train_extra"), centroid_tile=32
+    )
     rows = labelset.read_manifest(out).to_pylist()
     assert [r["id"] for r in rows] == [s.id for s in samples]
     lut = CITYSCAPES.label_to_train_lut()
@@ -88,10 +96,13 @@ def test_side_by_side_workers_run_one_torch_thread_each():
 
 
 def test_results_table_shows_models_label_sets_and_time(tmp_path: Path):
-    result = DemoResult(out=tmp_path, report=tmp_path / "report" / "index.html",
-                        miou={"teacher (fine)": 0.4321, "student (fine + auto coarse)": None},
-                        labels={"auto": {"coverage": 0.9, "accuracy": 0.875, "miou": 0.5, "images": 3}},
-                        seconds={"synth": 30.0, "teacher": 90.0})
+    result = DemoResult(
+        out=tmp_path,
+        report=tmp_path / "report" / "index.html",
+        miou={"teacher (fine)": 0.4321, "student (fine + auto coarse)": None},
+        labels={"auto": {"coverage": 0.9, "accuracy": 0.875, "miou": 0.5, "images": 3}},
+        seconds={"synth": 30.0, "teacher": 90.0},
+    )
     text = results_table(result)
     assert "teacher (fine)" in text and "43.2" in text and "n/a" in text
     assert "90.0  87.5  50.0" in text
@@ -100,8 +111,17 @@ def test_results_table_shows_models_label_sets_and_time(tmp_path: Path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path: Path):
-    settings = DemoSettings(out=tmp_path / "demo", config=REPO / "pipelines" / "demo.toml", overrides=TINY,
-                            train=8, val=4, extra=8, size=(64, 32), seed=1, synth_workers=0)
+    settings = DemoSettings(
+        out=tmp_path / "demo",
+        config=REPO / "pipelines" / "demo.toml",
+        overrides=TINY,
+        train=8,
+        val=4,
+        extra=8,
+        size=(64, 32),
+        seed=1,
+        synth_workers=0,
+    )
     result = run_demo(settings)
     out = settings.out
     assert set(result.miou) == set(MODELS)
@@ -113,8 +133,10 @@ def test_demo_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path: Path):
     assert saved["miou"] == result.miou
     for name, (run, _) in MODELS.items():
         assert json.loads((out / "eval" / f"{run}.json").read_text())["miou"] == result.miou[name]
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "teacher" / "last.pt", out / "student_auto" / "last.pt",
-                                                 out / "eval" / "teacher.json")}
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in (out / "teacher" / "last.pt", out / "student_auto" / "last.pt", out / "eval" / "teacher.json")
+    }
     again = run_demo(settings)
     assert again.miou == result.miou
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained or re-evaluated
@@ -138,8 +160,9 @@ def test_mean_and_sample_spread():
 
 
 def test_step_time_comes_from_the_training_log(tmp_path: Path):
-    records = [{"event": "start"}] + [{"event": "train", "step": s, "seconds": t}
-                                      for s, t in ((10, 5.0), (20, 7.0), (30, 11.0))]
+    records = [{"event": "start"}] + [
+        {"event": "train", "step": s, "seconds": t} for s, t in ((10, 5.0), (20, 7.0), (30, 11.0))
+    ]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert step_seconds(tmp_path) == pytest.approx(0.4)  # the first interval is warm-up
 
@@ -147,15 +170,18 @@ def test_step_time_comes_from_the_training_log(tmp_path: Path):
 def _seed_numbers(miou: float, step: float) -> dict:
     iou = {c: miou for c in CITYSCAPES.names}
     steps = {name: step * (2 if "explicit" in name else 1) for name in VARIANTS}
-    return {"table3": {name: {"miou": miou, "iou": iou, "step_seconds": steps[name]} for name in VARIANTS},
-            "failure_iou": {"0.5x": {**iou, "pole": 0.0}, "2x": {**iou, "road": 0.0}},
-            "attention": {"attn_0.5x": {"road": 0.8, "pole": 0.2}},
-            "table4": {name: miou for name in (TEACHER, *STUDENTS)}}
+    return {
+        "table3": {name: {"miou": miou, "iou": iou, "step_seconds": steps[name]} for name in VARIANTS},
+        "failure_iou": {"0.5x": {**iou, "pole": 0.0}, "2x": {**iou, "road": 0.0}},
+        "attention": {"attn_0.5x": {"road": 0.8, "pole": 0.2}},
+        "table4": {name: miou for name in (TEACHER, *STUDENTS)},
+    }
 
 
 def test_summary_and_markdown_of_several_seeds(tmp_path: Path):
-    settings = ReproduceSettings(work=tmp_path, results=tmp_path / "results", config=tmp_path / "r.toml",
-                                 command="make reproduce")
+    settings = ReproduceSettings(
+        work=tmp_path, results=tmp_path / "results", config=tmp_path / "r.toml", command="make reproduce"
+    )
     results = summarise({0: _seed_numbers(0.4, 1.0), 1: _seed_numbers(0.6, 3.0)}, CITYSCAPES, settings, 90.0)
     assert results["table3"]["single 1.0"]["miou"]["mean"] == pytest.approx(0.5)
     assert results["table3"]["explicit 0.5/1.0/2.0"]["step_time_vs_single"]["mean"] == pytest.approx(2.0)
@@ -171,15 +197,24 @@ def test_summary_and_markdown_of_several_seeds(tmp_path: Path):
 
 @pytest.mark.slow
 def test_reproduce_runs_every_experiment_for_a_seed(tmp_path: Path):
-    settings = ReproduceSettings(work=tmp_path / "work", results=tmp_path / "results",
-                                 config=REPO / "pipelines" / "reproduce.toml", seeds=(0,),
-                                 overrides=(*TINY, "train.epochs=2", "student.epochs=1"),
-                                 train=8, val=4, extra=8, size=(64, 32), jobs=1)
+    settings = ReproduceSettings(
+        work=tmp_path / "work",
+        results=tmp_path / "results",
+        config=REPO / "pipelines" / "reproduce.toml",
+        seeds=(0,),
+        overrides=(*TINY, "train.epochs=2", "student.epochs=1"),
+        train=8,
+        val=4,
+        extra=8,
+        size=(64, 32),
+        jobs=1,
+    )
     results = run_reproduce(settings)
     # the labelling teacher trains train.epochs; every compared row the students' schedule
     assert _epochs_done(run_dir(settings.work, 0, TEACHER)) == 2
-    assert {_epochs_done(run_dir(settings.work, 0, name)) for name in (*VARIANTS, *list(STUDENTS)[1:])
-            if "0.25" not in name} == {1}
+    assert {
+        _epochs_done(run_dir(settings.work, 0, name)) for name in (*VARIANTS, *list(STUDENTS)[1:]) if "0.25" not in name
+    } == {1}
     labels_meta = labelset.read_labelset(run_dir(settings.work, 0, "labels"))
     assert labels_meta["teacher_sha256"] == checkpoint_sha256(run_dir(settings.work, 0, TEACHER) / "last.pt")
     assert results["epochs"] == {"teacher": 2, "compared": 1}

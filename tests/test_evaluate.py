@@ -79,8 +79,7 @@ def test_mIoU_equals_numpy_and_the_official_cityscapes_script(city, tmp_path):
     evaluation = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
     samples = discover_cityscapes(city, "val")
     out = tmp_path / "pred"
-    metrics = evaluate_model(ColourModel(), samples, LUT, CITYSCAPES.names,
-                             writer=PredictionWriter(out, CITYSCAPES))
+    metrics = evaluate_model(ColourModel(), samples, LUT, CITYSCAPES.names, writer=PredictionWriter(out, CITYSCAPES))
     assert sum(v == v and v > 0 for v in metrics.iou) >= 2  # a meaningful comparison, not all-zero
     assert metrics.miou == pytest.approx(numpy_miou(out, samples), abs=1e-12)
     # the official script on the exported label-id PNGs
@@ -98,8 +97,7 @@ def test_mIoU_equals_numpy_and_the_official_cityscapes_script(city, tmp_path):
 
 def test_prediction_files_use_the_cityscapes_naming(city, tmp_path):
     samples = discover_cityscapes(city, "val")[:1]
-    evaluate_model(ColourModel(), samples, LUT, CITYSCAPES.names,
-                   writer=PredictionWriter(tmp_path, CITYSCAPES))
+    evaluate_model(ColourModel(), samples, LUT, CITYSCAPES.names, writer=PredictionWriter(tmp_path, CITYSCAPES))
     name = Path(samples[0].id).name
     assert name.endswith("_leftImg8bit")
     label_ids = read_label(tmp_path / LABEL_IDS_DIR / f"{name}.png")
@@ -124,9 +122,25 @@ def test_evaluate_cli_writes_json_and_table(city, tmp_path):
     cfg = ModelConfig(width="tiny")
     save_checkpoint(tmp_path / "m.pt", build_model(cfg), cfg, CITYSCAPES.names)
     report = tmp_path / "metrics.json"
-    run = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "m.pt"), "--data",
-                                    f"cityscapes:{city}:val", "--scales", "0.5,1.0", "--flip", "--device",
-                                    "cpu", "--save-predictions", str(tmp_path / "p"), "--out", str(report)])
+    run = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "m.pt"),
+            "--data",
+            f"cityscapes:{city}:val",
+            "--scales",
+            "0.5,1.0",
+            "--flip",
+            "--device",
+            "cpu",
+            "--save-predictions",
+            str(tmp_path / "p"),
+            "--out",
+            str(report),
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert "mIoU" in run.output
     data = json.loads(report.read_text())
@@ -177,9 +191,10 @@ def audited_set(city, tmp_path_factory):
     cfg = ModelConfig(width="tiny")
     save_checkpoint(tmp / "t.pt", build_model(cfg), cfg, CITYSCAPES.names)
     out = tmp / "set"
-    run_generate(GenerateJob(teacher=tmp / "t.pt", out=out,
-                             generate=GenerateConfig(threshold=0.5, scales=(1.0,), device="cpu")),
-                 discover_cityscapes(city, "val"))
+    run_generate(
+        GenerateJob(teacher=tmp / "t.pt", out=out, generate=GenerateConfig(threshold=0.5, scales=(1.0,), device="cpu")),
+        discover_cityscapes(city, "val"),
+    )
     rng = np.random.default_rng(0)
     rungs = len(read_labelset(out)["ladder"])
     truth = {}
@@ -253,5 +268,6 @@ def test_evaluate_labels_cli(audited_set, tmp_path):
 def test_cityscapes_reference_paths():
     img = "/d/cs/leftImg8bit/train_extra/bonn/bonn_000001_000019_leftImg8bit.png"
     assert cityscapes_reference(img, "gtCoarse") == Path(
-        "/d/cs/gtCoarse/train_extra/bonn/bonn_000001_000019_gtCoarse_labelIds.png")
+        "/d/cs/gtCoarse/train_extra/bonn/bonn_000001_000019_gtCoarse_labelIds.png"
+    )
     assert cityscapes_reference("/x/y.png", "gtFine") is None

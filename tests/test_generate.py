@@ -69,8 +69,9 @@ def test_shard_of_is_a_fixed_function_of_the_id():
 def test_shard_from_env():
     assert shard_from_env({}) is None
     assert shard_from_env({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == Shard(3, 4)
-    assert shard_from_env({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4",
-                           "SLURM_ARRAY_TASK_MIN": "1"}) == Shard(3, 4)
+    assert shard_from_env(
+        {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}
+    ) == Shard(3, 4)
     assert shard_from_env({"RANK": "1", "WORLD_SIZE": "2"}) == Shard(1, 2)
     with pytest.raises(ConfigError, match="SLURM_ARRAY_TASK_ID"):
         shard_from_env({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4"})
@@ -137,9 +138,16 @@ def test_code_arrays_are_the_arrays_zarr_itself_would_write(tmp_path):
     from zarr.codecs import ZstdCodec
 
     codes = np.random.default_rng(1).integers(0, 11, (5, 7), dtype=np.uint8)
-    ref = zarr.create_array(store=str(tmp_path / "ref"), shape=(5, 7), chunks=(5, 7), dtype="uint8",
-                            fill_value=0, compressors=ZstdCodec(level=confidence.ZSTD_LEVEL), zarr_format=3,
-                            attributes=confidence.UP_FILTER)
+    ref = zarr.create_array(
+        store=str(tmp_path / "ref"),
+        shape=(5, 7),
+        chunks=(5, 7),
+        dtype="uint8",
+        fill_value=0,
+        compressors=ZstdCodec(level=confidence.ZSTD_LEVEL),
+        zarr_format=3,
+        attributes=confidence.UP_FILTER,
+    )
     ref[...] = confidence.up_filter(codes)
     expected = json.loads((tmp_path / "ref" / "zarr.json").read_text())
     assert json.loads(confidence.array_metadata((5, 7))) == expected
@@ -161,8 +169,14 @@ def test_arrays_of_the_first_format_still_load(tmp_path):
     import zarr
 
     codes = np.random.default_rng(2).integers(0, 11, (6, 4), dtype=np.uint8)
-    array = zarr.create_array(store=str(tmp_path / "confidence.zarr" / "old"), shape=(6, 4), chunks=(6, 4),
-                              dtype="uint8", fill_value=0, zarr_format=3)
+    array = zarr.create_array(
+        store=str(tmp_path / "confidence.zarr" / "old"),
+        shape=(6, 4),
+        chunks=(6, 4),
+        dtype="uint8",
+        fill_value=0,
+        zarr_format=3,
+    )
     array[...] = codes
     assert np.array_equal(load_confidence(tmp_path, "old"), codes)
 
@@ -177,10 +191,11 @@ def test_rethreshold_array_checks_shapes():
 
 
 def test_label_relpath():
-    assert label_relpath("train_extra/aachen/aachen_000000_000019_leftImg8bit") == \
-        "labels/train_extra/aachen/aachen_000000_000019_gtAuto_labelTrainIds.png"
-    assert label_relpath("val/x/x_1_2_leftImg8bit", label_ids=True) == \
-        "labels/val/x/x_1_2_gtAuto_labelIds.png"
+    assert (
+        label_relpath("train_extra/aachen/aachen_000000_000019_leftImg8bit")
+        == "labels/train_extra/aachen/aachen_000000_000019_gtAuto_labelTrainIds.png"
+    )
+    assert label_relpath("val/x/x_1_2_leftImg8bit", label_ids=True) == "labels/val/x/x_1_2_gtAuto_labelIds.png"
     assert label_relpath("a/b/photo") == "labels/a/b/photo.png"
 
 
@@ -197,8 +212,7 @@ def test_label_stats_against_brute_force():
             for c in range(4):
                 ys, xs = np.nonzero(tile == c)
                 if len(ys):
-                    expected.append({"cls": c, "y": y0 + int(round(ys.mean())),
-                                     "x": x0 + int(round(xs.mean()))})
+                    expected.append({"cls": c, "y": y0 + int(round(ys.mean())), "x": x0 + int(round(xs.mean()))})
     assert centroids == expected
 
 
@@ -216,8 +230,7 @@ def test_finalise_writes_label_codes_and_a_matching_row(tmp_path):
     assert (row["shard"], row["status"], row["height"], row["width"]) == ("1/2", "ok", 2, 3)
     # with label ids the PNG holds Cityscapes labelIds (ignore -> 0) and the row still counts train ids
     lut = CITYSCAPES.train_to_label_lut(void_label=0)
-    ids_settings = WriteSettings(out=tmp_path, num_classes=19, shard="1/2", train_to_label=lut,
-                                 confidence=False)
+    ids_settings = WriteSettings(out=tmp_path, num_classes=19, shard="1/2", train_to_label=lut, confidence=False)
     row2 = finalise_image(ids_settings, sample, labels, codes, 0.8, {}, 0.5)
     assert row2["label"].endswith("_gtAuto_labelIds.png")
     assert read_label(tmp_path / row2["label"]).tolist() == [[7, 8, 0], [33, 0, 11]]
@@ -267,8 +280,7 @@ def stand_in_teacher(batch_size: int) -> Teacher:
     data = DataConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     from autolabel.classes import custom_class_set
 
-    return Teacher(loaded, custom_class_set(("r", "g", "b")), torch.device("cpu"), settings, data,
-                   make_ladder(0.5))
+    return Teacher(loaded, custom_class_set(("r", "g", "b")), torch.device("cpu"), settings, data, make_ladder(0.5))
 
 
 def test_pipeline_batches_by_size_and_keeps_rows_in_chunks(tmp_path):
@@ -287,8 +299,7 @@ def test_pipeline_batches_by_size_and_keeps_rows_in_chunks(tmp_path):
     out = tmp_path / "out"
     seen = []
     settings = WriteSettings(out=out, num_classes=3, shard="0/1")
-    rows = process_chunks(stand_in_teacher(batch_size=3), chunks, settings, max_pixels=None,
-                          on_image=seen.append)
+    rows = process_chunks(stand_in_teacher(batch_size=3), chunks, settings, max_pixels=None, on_image=seen.append)
     assert sum(seen) == len(samples) == len(rows)
     assert len(labelset.part_paths(out)) == 3
     by_id = {r["id"]: r for r in labelset.read_manifest(out, status=None).to_pylist()}

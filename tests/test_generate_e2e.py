@@ -71,8 +71,18 @@ def teacher(tmp_path_factory) -> Path:
 
 
 def base_args(teacher: Path, city: Path, out: Path) -> list[str]:
-    return ["generate", "--teacher", str(teacher), "--dataset", f"cityscapes:{city}:{SPLIT}",
-            "--out", str(out), "--device", "cpu", *CHUNK]
+    return [
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--dataset",
+        f"cityscapes:{city}:{SPLIT}",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *CHUNK,
+    ]
 
 
 def run(args: list[str], code: int = 0):
@@ -91,10 +101,14 @@ def reference(tmp_path_factory, teacher, city) -> Path:
 
 def snapshot(out: Path) -> tuple[dict[str, bytes], list[dict], list[str]]:
     """Every file's bytes (manifest aside), the manifest rows without timing, the part names."""
-    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-             if p.is_file() and labelset.MANIFEST_DIR not in p.relative_to(out).parts}
-    rows = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}
-            for r in read_manifest(out, status=None).to_pylist()]
+    files = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and labelset.MANIFEST_DIR not in p.relative_to(out).parts
+    }
+    rows = [
+        {k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in read_manifest(out, status=None).to_pylist()
+    ]
     return files, rows, [p.name for p in part_paths(out)]
 
 
@@ -164,8 +178,21 @@ def test_thresholding_exactly_at_threshold_is_ignored(tmp_path, city):
     save_checkpoint(tmp_path / "flat.pt", model, cfg, ["a", "b"])
     config = tmp_path / "two.toml"
     config.write_text("[classes]\npreset = 'custom'\nnames = ['a', 'b']\n[model]\nnum_classes = 2\n")
-    common = ["generate", "--teacher", str(tmp_path / "flat.pt"), "--config", str(config), "--dataset",
-              f"cityscapes:{city}:{SPLIT}", "--device", "cpu", "--scales", "1.0", "--limit", "2"]
+    common = [
+        "generate",
+        "--teacher",
+        str(tmp_path / "flat.pt"),
+        "--config",
+        str(config),
+        "--dataset",
+        f"cityscapes:{city}:{SPLIT}",
+        "--device",
+        "cpu",
+        "--scales",
+        "1.0",
+        "--limit",
+        "2",
+    ]
     run([*common, "--out", str(tmp_path / "at"), "--threshold", "0.5"])
     run([*common, "--out", str(tmp_path / "below"), "--threshold", "0.45"])
     for row in read_manifest(tmp_path / "at").to_pylist():
@@ -209,14 +236,16 @@ def test_shards_are_disjoint_and_their_union_is_everything(tmp_path, reference, 
     fa, ra, _ = snapshot(out)
     fb, rb, _ = snapshot(reference)
     assert fa == fb
-    assert [{k: v for k, v in r.items() if k != "shard"} for r in ra] == \
-        [{k: v for k, v in r.items() if k != "shard"} for r in rb]
+    assert [{k: v for k, v in r.items() if k != "shard"} for r in ra] == [
+        {k: v for k, v in r.items() if k != "shard"} for r in rb
+    ]
 
 
 def test_shard_from_slurm_environment(tmp_path, teacher, city):
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, base_args(teacher, city, out),
-                                env={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"})
+    result = CliRunner().invoke(
+        main, base_args(teacher, city, out), env={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    )
     assert result.exit_code == 0, result.output
     assert {r["shard"] for r in read_manifest(out).to_pylist()} == {"1/2"}
 
@@ -279,14 +308,15 @@ def test_resume_after_sigkill_gives_identical_output(tmp_path, reference, teache
     out = tmp_path / "out"
     # one chunk per image and a slow writer so the kill lands in the middle of the job
     args = [*base_args(teacher, city, out), "--set", "generate.chunk_size=1"]
-    code = ("import sys, time, torch; torch.set_num_threads(1)\n"
-            "import autolabel.generate.runner as r\n"
-            "real = r.finalise_image\n"
-            "r.finalise_image = lambda *a, **k: (time.sleep(0.3), real(*a, **k))[1]\n"
-            "from autolabel.cli import main\n"
-            "main(sys.argv[1:])\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    code = (
+        "import sys, time, torch; torch.set_num_threads(1)\n"
+        "import autolabel.generate.runner as r\n"
+        "real = r.finalise_image\n"
+        "r.finalise_image = lambda *a, **k: (time.sleep(0.3), real(*a, **k))[1]\n"
+        "from autolabel.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(part_paths(out)) < 3:
         time.sleep(0.05)
@@ -323,8 +353,19 @@ def broken_folder(tmp_path, city) -> Path:
 
 def test_corrupt_inputs_become_error_rows_and_exit_3(tmp_path, teacher, broken_folder):
     out = tmp_path / "out"
-    args = ["generate", "--teacher", str(teacher), "--images", str(broken_folder), "--out", str(out),
-            "--device", "cpu", "--set", "data.max_image_pixels=1000000"]
+    args = [
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--images",
+        str(broken_folder),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--set",
+        "data.max_image_pixels=1000000",
+    ]
     result = run(args, code=EXIT_FINISHED_WITH_ERRORS)
     rows = {r["id"]: r for r in read_manifest(out, status=None).to_pylist()}
     assert len(rows) == 8
@@ -340,8 +381,20 @@ def test_corrupt_inputs_become_error_rows_and_exit_3(tmp_path, teacher, broken_f
 
 def test_fail_fast_stops_at_the_first_bad_image(tmp_path, teacher, broken_folder):
     out = tmp_path / "out"
-    args = ["generate", "--teacher", str(teacher), "--images", str(broken_folder), "--out", str(out),
-            "--device", "cpu", "--fail-fast", "--set", "generate.chunk_size=1"]
+    args = [
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--images",
+        str(broken_folder),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--fail-fast",
+        "--set",
+        "generate.chunk_size=1",
+    ]
     result = run(args, code=EXIT_FINISHED_WITH_ERRORS)
     assert "bad/empty" in result.output
     rows = read_manifest(out, status=None).to_pylist()
@@ -380,8 +433,18 @@ def test_output_inside_the_input_folder_is_never_an_input(tmp_path, teacher, cit
     for i, sample in enumerate(discover_cityscapes(city, SPLIT)[:3]):
         (root / "x").mkdir(parents=True, exist_ok=True)
         (root / "x" / f"{i}.png").write_bytes(sample.image.read_bytes())
-    args = ["generate", "--teacher", str(teacher), "--images", str(root), "--out", str(root / "auto"),
-            "--device", "cpu", "--attention"]
+    args = [
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--images",
+        str(root),
+        "--out",
+        str(root / "auto"),
+        "--device",
+        "cpu",
+        "--attention",
+    ]
     run(args)
     run(args)
     assert sorted(r["id"] for r in read_manifest(root / "auto").to_pylist()) == ["x/0", "x/1", "x/2"]
@@ -414,8 +477,10 @@ def test_rethreshold_equals_a_fresh_generate(tmp_path, reference, teacher, city)
     run(["rethreshold", str(reference), "--threshold", "0.7", "--out", str(re_out)])
     for row in read_manifest(fresh).to_pylist():
         assert (re_out / row["label"]).read_bytes() == (fresh / row["label"]).read_bytes()
-    strip = lambda out: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}  # noqa: E731
-                         for r in read_manifest(out).to_pylist()]
+    strip = lambda out: [
+        {k: v for k, v in r.items() if k not in TIMING_COLUMNS}  # noqa: E731
+        for r in read_manifest(out).to_pylist()
+    ]
     assert strip(re_out) == strip(fresh)
     # the re-thresholded set can itself be re-thresholded (codes were copied), and verifies clean
     run(["verify", str(re_out)])

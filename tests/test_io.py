@@ -30,15 +30,27 @@ def handmade_png(width: int, height: int, bit_depth: int, colour_type: int, rows
 
 def handmade_rgb48_tiff(width: int, height: int) -> bytes:
     """An uncompressed 16-bit-per-channel RGB TIFF (Pillow reads it as 8-bit 'RGB' unless told otherwise)."""
-    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2),
-               (273, 4, 1, 0), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 1, width * height * 6),
-               (284, 3, 1, 1)]
+    entries = [
+        (256, 3, 1, width),
+        (257, 3, 1, height),
+        (258, 3, 3, 0),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, 0),
+        (277, 3, 1, 3),
+        (278, 3, 1, height),
+        (279, 4, 1, width * height * 6),
+        (284, 3, 1, 1),
+    ]
     ifd_size = 2 + 12 * len(entries) + 4
     bits_at, data_at = 8 + ifd_size, 8 + ifd_size + 6
     fixed = {258: bits_at, 273: data_at}
     ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHII", tag, kind, count, fixed.get(tag, value)) if kind == 4 or tag in fixed
-        else struct.pack("<HHIHH", tag, kind, count, value, 0) for tag, kind, count, value in entries)
+        struct.pack("<HHII", tag, kind, count, fixed.get(tag, value))
+        if kind == 4 or tag in fixed
+        else struct.pack("<HHIHH", tag, kind, count, value, 0)
+        for tag, kind, count, value in entries
+    )
     pixels = struct.pack("<H", 40000) * (width * height * 3)
     header = b"II*\x00" + struct.pack("<I", 8)
     return header + ifd + struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16) + pixels

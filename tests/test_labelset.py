@@ -19,9 +19,22 @@ from autolabel.generate.labelset import (
     write_part,
 )
 
-BASE = dict(teacher_sha256="ab" * 32, model_config={"width": "tiny"}, scales=(0.5, 1.0), flip=False,
-            threshold=0.5, ladder=(0.5, 0.75), class_names=("a", "b"), label_ids=None, ignore_index=255,
-            mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2), tile_size=0, tile_overlap=0.25, confidence=True)
+BASE = dict(
+    teacher_sha256="ab" * 32,
+    model_config={"width": "tiny"},
+    scales=(0.5, 1.0),
+    flip=False,
+    threshold=0.5,
+    ladder=(0.5, 0.75),
+    class_names=("a", "b"),
+    label_ids=None,
+    ignore_index=255,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.2, 0.2, 0.2),
+    tile_size=0,
+    tile_overlap=0.25,
+    confidence=True,
+)
 
 
 def meta(**changes):
@@ -30,18 +43,38 @@ def meta(**changes):
 
 def row(image_id, status="ok", counts=(3, 1), shard="0/1"):
     ok = status == "ok"
-    return {"id": image_id, "image": f"/in/{image_id}.png", "label": f"labels/{image_id}.png" if ok else None,
-            "height": 2 if ok else None, "width": 3 if ok else None, "status": status,
-            "error": None if ok else "broken", "class_counts": list(counts) if ok else None,
-            "ignore_count": 6 - sum(counts) if ok else None, "mean_confidence": 0.75 if ok else None,
-            "centroids": [{"cls": 0, "y": 1, "x": 2}] if ok else None,
-            "label_sha256": "f" * 64 if ok else None,
-            "shard": shard, "seconds": 0.1}
+    return {
+        "id": image_id,
+        "image": f"/in/{image_id}.png",
+        "label": f"labels/{image_id}.png" if ok else None,
+        "height": 2 if ok else None,
+        "width": 3 if ok else None,
+        "status": status,
+        "error": None if ok else "broken",
+        "class_counts": list(counts) if ok else None,
+        "ignore_count": 6 - sum(counts) if ok else None,
+        "mean_confidence": 0.75 if ok else None,
+        "centroids": [{"cls": 0, "y": 1, "x": 2}] if ok else None,
+        "label_sha256": "f" * 64 if ok else None,
+        "shard": shard,
+        "seconds": 0.1,
+    }
 
 
-@pytest.mark.parametrize("change", [dict(teacher_sha256="cd" * 32), dict(threshold=0.6), dict(scales=(1.0,)),
-                                    dict(flip=True), dict(ladder=(0.5,)), dict(class_names=("a", "c")),
-                                    dict(label_ids=(7, 8)), dict(tile_size=512), dict(mean=(0.4, 0.5, 0.5))])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(teacher_sha256="cd" * 32),
+        dict(threshold=0.6),
+        dict(scales=(1.0,)),
+        dict(flip=True),
+        dict(ladder=(0.5,)),
+        dict(class_names=("a", "c")),
+        dict(label_ids=(7, 8)),
+        dict(tile_size=512),
+        dict(mean=(0.4, 0.5, 0.5)),
+    ],
+)
 def test_id_changes_with_everything_that_shapes_the_labels(change):
     assert meta(**change)["labelset_id"] != meta()["labelset_id"]
 

@@ -75,8 +75,9 @@ def pool(img, k=4, stride=4, pad=2):
 def windows(img, radius):
     """(radius², N): every radius x radius window fully inside the image, as a column."""
     h, w = img.shape
-    cols = [img[i : i + radius, j : j + radius].reshape(-1) for i in range(h - radius + 1)
-            for j in range(w - radius + 1)]
+    cols = [
+        img[i : i + radius, j : j + radius].reshape(-1) for i in range(h - radius + 1) for j in range(w - radius + 1)
+    ]
     return torch.stack(cols, dim=1)
 
 
@@ -183,10 +184,13 @@ def test_cross_entropy_pixel_weight_is_not_renormalised():
 
 def mscale_outputs(seed=10):
     g = torch.Generator().manual_seed(seed)
-    return {"pred": torch.randn(2, 4, 24, 32, generator=g), "aux": torch.randn(2, 4, 24, 32, generator=g),
-            "pred_0.5x": torch.randn(2, 4, 12, 16, generator=g),
-            "pred_1.0x": torch.randn(2, 4, 24, 32, generator=g),
-            "attn_0.5x": torch.rand(2, 1, 12, 16, generator=g)}
+    return {
+        "pred": torch.randn(2, 4, 24, 32, generator=g),
+        "aux": torch.randn(2, 4, 24, 32, generator=g),
+        "pred_0.5x": torch.randn(2, 4, 12, 16, generator=g),
+        "pred_1.0x": torch.randn(2, 4, 24, 32, generator=g),
+        "attn_0.5x": torch.rand(2, 1, 12, 16, generator=g),
+    }
 
 
 def test_composite_loss_is_main_plus_weighted_aux_and_per_scale_terms():
@@ -195,8 +199,12 @@ def test_composite_loss_is_main_plus_weighted_aux_and_per_scale_terms():
     total, parts = build_loss(LossConfig(), num_classes=4)(out, labels)
     rmi, bce = RMILoss(num_classes=4), SigmoidBCELoss(num_classes=4)
     up = F.interpolate(out["pred_0.5x"], size=(24, 32), mode="bilinear", align_corners=False)
-    expected = (rmi(out["pred"], labels) + 0.4 * bce(out["aux"], labels)
-                + 0.05 * bce(up, labels) + 0.05 * bce(out["pred_1.0x"], labels))
+    expected = (
+        rmi(out["pred"], labels)
+        + 0.4 * bce(out["aux"], labels)
+        + 0.05 * bce(up, labels)
+        + 0.05 * bce(out["pred_1.0x"], labels)
+    )
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(parts) == {"main", "aux", "pred_0.5x", "pred_1.0x", "total"}
     assert parts["total"] == pytest.approx(total.item())

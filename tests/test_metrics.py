@@ -65,8 +65,10 @@ def test_prediction_outside_the_classes_is_a_miss():
 
 def target_pred(c: int, shape: tuple[int, int] = (5, 7)):
     """(target with ignore pixels, prediction) for ``c`` classes."""
-    return st.tuples(arrays(np.uint8, shape, elements=st.sampled_from(list(range(c)) + [IGNORE])),
-                     arrays(np.uint8, shape, elements=st.integers(0, c - 1)))
+    return st.tuples(
+        arrays(np.uint8, shape, elements=st.sampled_from(list(range(c)) + [IGNORE])),
+        arrays(np.uint8, shape, elements=st.integers(0, c - 1)),
+    )
 
 
 label_maps = st.integers(1, 6).flatmap(lambda c: target_pred(c).map(lambda tp: (c, *tp)))
@@ -120,8 +122,10 @@ def test_accumulating_batches_equals_one_big_batch(batches):
     acc, big = ConfusionMatrix(4), ConfusionMatrix(4)
     for target, pred in batches:
         acc.update(torch.from_numpy(pred), torch.from_numpy(target))
-    big.update(torch.from_numpy(np.concatenate([p for _, p in batches])),
-               torch.from_numpy(np.concatenate([t for t, _ in batches])))
+    big.update(
+        torch.from_numpy(np.concatenate([p for _, p in batches])),
+        torch.from_numpy(np.concatenate([t for t, _ in batches])),
+    )
     assert torch.equal(acc.matrix, big.matrix)
     assert acc.compute().to_dict() == big.compute().to_dict()
 

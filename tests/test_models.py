@@ -25,8 +25,9 @@ MODES = ("hierarchical", "avgpool", "explicit", "single")
 
 def tiny_cfg(mscale: str = "hierarchical", **changes) -> ModelConfig:
     train_scales = (1.0,) if mscale == "single" else (0.5, 1.0)
-    fields = dict(width="tiny", num_classes=NUM_CLASSES, mscale=mscale, train_scales=train_scales,
-                  infer_scales=(0.5, 1.0, 2.0))
+    fields = dict(
+        width="tiny", num_classes=NUM_CLASSES, mscale=mscale, train_scales=train_scales, infer_scales=(0.5, 1.0, 2.0)
+    )
     fields.update(changes)
     return ModelConfig(**fields)
 
@@ -190,8 +191,11 @@ def test_model_attention_forced_to_one_or_zero_selects_one_scale(score, winner):
 
 def test_fusion_function_attention_one_and_zero():
     g = torch.Generator().manual_seed(3)
-    preds = {0.5: torch.randn(1, 4, 8, 8, generator=g), 1.0: torch.randn(1, 4, 16, 16, generator=g),
-             2.0: torch.randn(1, 4, 32, 32, generator=g)}
+    preds = {
+        0.5: torch.randn(1, 4, 8, 8, generator=g),
+        1.0: torch.randn(1, 4, 16, 16, generator=g),
+        2.0: torch.randn(1, 4, 32, 32, generator=g),
+    }
     ones = {s: torch.ones(1, 1, *p.shape[-2:]) for s, p in preds.items()}
     zeros = {s: torch.zeros(1, 1, *p.shape[-2:]) for s, p in preds.items()}
     torch.testing.assert_close(hierarchical_fuse(preds, ones), up(preds[0.5], preds[1.0]))
@@ -209,8 +213,9 @@ def test_explicit_fusion_is_a_softmax_over_scales():
     torch.testing.assert_close(sum(weights), torch.ones_like(weights[0]))
     assert all(w.min() >= 0 for w in weights)
     preds = [up(out[scale_key("pred", s)], out["pred"]) for s in (0.5, 1.0, 2.0)]
-    torch.testing.assert_close(out["pred"], sum(w * p for w, p in zip(weights, preds, strict=True)),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out["pred"], sum(w * p for w, p in zip(weights, preds, strict=True)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_explicit_fuse_equal_scores_is_the_average():

@@ -62,8 +62,9 @@ def test_resolved_config_round_trips_through_show_config(path: Path, tmp_path: P
 
 
 def test_paths_are_user_settable_with_overrides(tmp_path: Path):
-    cfg = load_config(PIPELINES / "cityscapes.toml",
-                      [f"data.root={tmp_path / 'cs'}", f"train.out_dir={tmp_path / 'run'}"])
+    cfg = load_config(
+        PIPELINES / "cityscapes.toml", [f"data.root={tmp_path / 'cs'}", f"train.out_dir={tmp_path / 'run'}"]
+    )
     assert cfg.data.root == tmp_path / "cs"
     assert cfg.train.out_dir == tmp_path / "run"
 

@@ -22,8 +22,10 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 KEYS_TSV = REFERENCE / "nvidia_mscaleocr_w48_keys.tsv"
 GOLDEN_NPZ = REFERENCE / "nvidia_mscaleocr_w48_golden.npz"
 
-pytestmark = pytest.mark.skipif(not KEYS_TSV.exists() or not GOLDEN_NPZ.exists(),
-                                reason=f"reference data for the published model not found in {REFERENCE}")
+pytestmark = pytest.mark.skipif(
+    not KEYS_TSV.exists() or not GOLDEN_NPZ.exists(),
+    reason=f"reference data for the published model not found in {REFERENCE}",
+)
 
 
 def reference_rows() -> list[tuple[str, tuple[int, ...], str]]:
@@ -87,8 +89,9 @@ def assert_matches(got: torch.Tensor, expected: np.ndarray, name: str) -> None:
 def test_w48_state_dict_has_exactly_the_published_keys_shapes_and_dtypes(rows):
     with torch.device("meta"):  # shapes and dtypes without allocating 72M parameters
         model = build_model(ModelConfig(width="w48", num_classes=19))
-    ours = {key: (tuple(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in
-            model.state_dict().items()}
+    ours = {
+        key: (tuple(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in model.state_dict().items()
+    }
     published = {key: (shape, dtype) for key, shape, dtype in rows}
     assert sorted(set(published) - set(ours)) == []
     assert sorted(set(ours) - set(published)) == []
@@ -103,8 +106,12 @@ def test_w48_reproduces_the_published_two_scale_and_hierarchical_outputs(w48, go
     with torch.no_grad():
         pair = w48(images, scales=(0.5, 1.0))
         chain = w48(images, scales=(0.5, 1.0, 2.0))
-    for ours, theirs in (("pred", "pred"), ("pred_0.5x", "pred_05x"), ("pred_1.0x", "pred_10x"),
-                         ("attn_0.5x", "attn_05x")):
+    for ours, theirs in (
+        ("pred", "pred"),
+        ("pred_0.5x", "pred_05x"),
+        ("pred_1.0x", "pred_10x"),
+        ("attn_0.5x", "attn_05x"),
+    ):
         assert_matches(pair[ours], golden[f"two_scale.{theirs}"], f"two_scale.{theirs}")
     for key in ("pred", "pred_2.0x", "pred_1.0x", "pred_0.5x", "attn_1.0x", "attn_0.5x"):
         assert_matches(chain[key], golden[f"nscale_0.5_1.0_2.0.{key}"], f"nscale.{key}")
@@ -125,8 +132,7 @@ def test_import_of_a_published_style_checkpoint_round_trips(tmp_path, rows, w48,
     published = {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 1}
     torch.save(published, tmp_path / "best.pth")
     del published, state  # 290 MB each
-    import_nvidia_checkpoint(tmp_path / "best.pth", tmp_path / "teacher.pt", ModelConfig(width="w48"),
-                             CITYSCAPES.names)
+    import_nvidia_checkpoint(tmp_path / "best.pth", tmp_path / "teacher.pt", ModelConfig(width="w48"), CITYSCAPES.names)
     loaded = load_checkpoint(tmp_path / "teacher.pt", expected_num_classes=19)
     images = torch.from_numpy(golden["input"])
     with torch.no_grad():

@@ -49,8 +49,10 @@ def make_city(root: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
         stem = f"town_{i:06d}_000019"
-        write_image_png(root / f"leftImg8bit/train_extra/town/{stem}_leftImg8bit.png",
-                        rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+        write_image_png(
+            root / f"leftImg8bit/train_extra/town/{stem}_leftImg8bit.png",
+            rng.integers(0, 255, (H, W, 3), dtype=np.uint8),
+        )
         coarse = np.zeros((H, W), np.uint8)
         coarse[:2] = LABEL_ID["sky"]
         write_label_png(root / f"gtCoarse/train_extra/town/{stem}_gtCoarse_labelIds.png", coarse)
@@ -58,8 +60,9 @@ def make_city(root: Path, n: int) -> None:
         stem = f"fine_{i:06d}_000019"
         image = np.zeros((H, W, 3), np.uint8)
         write_image_png(root / f"leftImg8bit/train/town/{stem}_leftImg8bit.png", image)
-        write_label_png(root / f"gtFine/train/town/{stem}_gtFine_labelIds.png",
-                        np.full((H, W), LABEL_ID["road"], np.uint8))
+        write_label_png(
+            root / f"gtFine/train/town/{stem}_gtFine_labelIds.png", np.full((H, W), LABEL_ID["road"], np.uint8)
+        )
 
 
 def make_labelset(out: Path, root: Path, n: int, errors: int = 0, attention: bool = True) -> dict:
@@ -67,10 +70,22 @@ def make_labelset(out: Path, root: Path, n: int, errors: int = 0, attention: boo
     from autolabel.data.datasets import discover_cityscapes
 
     meta = labelset.make_labelset_meta(
-        teacher_sha256="ab" * 32, model_config={"width": "tiny"}, scales=(0.5, 1.0, 2.0), flip=False,
-        threshold=0.5, ladder=LADDER, class_names=CITYSCAPES.names, label_ids=None, ignore_index=255,
-        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), tile_size=0, tile_overlap=0.25, confidence=True,
-        source={"layout": "cityscapes", "root": str(root), "split": "train_extra"})
+        teacher_sha256="ab" * 32,
+        model_config={"width": "tiny"},
+        scales=(0.5, 1.0, 2.0),
+        flip=False,
+        threshold=0.5,
+        ladder=LADDER,
+        class_names=CITYSCAPES.names,
+        label_ids=None,
+        ignore_index=255,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        tile_size=0,
+        tile_overlap=0.25,
+        confidence=True,
+        source={"layout": "cityscapes", "root": str(root), "split": "train_extra"},
+    )
     labelset.prepare_output(out, meta, overwrite=False)
     confidence.init_store(out, LADDER)
     settings = WriteSettings(out=out, num_classes=19, shard="0/1")
@@ -78,8 +93,7 @@ def make_labelset(out: Path, root: Path, n: int, errors: int = 0, attention: boo
     rows = []
     for i, sample in enumerate(samples[:n]):
         labels, codes = auto_maps(i)
-        attn = {"attn_0.5x": np.full((H // 2, W // 2), 200, np.uint8),
-                "attn_1x": np.full((H, W), 50, np.uint8)}
+        attn = {"attn_0.5x": np.full((H // 2, W // 2), 200, np.uint8), "attn_1x": np.full((H, W), 50, np.uint8)}
         rows.append(finalise_image(settings, sample, labels, codes, 0.1 * i, attn if attention else {}, 0.25))
     rows += [error_row(s, "corrupt or truncated image", "0/1", 0.5) for s in samples[n : n + errors]]
     labelset.write_part(out, rows)
@@ -138,8 +152,9 @@ def test_class_shares_of_auto_coarse_and_fine_labels(labelled: Path):
     source = collect.source_data(meta, None)
     assert len(source.samples) == 6 and len(source.fine) == 2  # the train split of the Cityscapes source
     lut = CITYSCAPES.label_to_train_lut()
-    coarse = collect.shares_from_counts(collect.label_class_counts(
-        [s.coarse for s in source.samples.values()], lut, 19))
+    coarse = collect.shares_from_counts(
+        collect.label_class_counts([s.coarse for s in source.samples.values()], lut, 19)
+    )
     fine = collect.shares_from_counts(collect.label_class_counts([s.label for s in source.fine], lut, 19))
     assert coarse[SKY] == 1.0 and fine[ROAD] == 1.0 and coarse.sum() == fine.sum() == 1.0
 
@@ -175,7 +190,7 @@ def test_evaluation_json_is_read_or_refused(tmp_path: Path):
     path.write_text(json.dumps({"metrics": {"miou": 0.5, "iou": {"road": 0.9, "car": None}}}))
     ev = collect.read_evaluation(path, "student")
     assert (ev.name, ev.miou, ev.iou["road"], ev.iou["car"]) == ("student", 0.5, 0.9, None)
-    (tmp_path / "bad.json").write_text("{\"accuracy\": 1}")
+    (tmp_path / "bad.json").write_text('{"accuracy": 1}')
     with pytest.raises(DataError, match="bad.json"):
         collect.read_evaluation(tmp_path / "bad.json", "x")
     with pytest.raises(DataError, match="missing.json"):
@@ -213,8 +228,9 @@ def test_bar_lengths_are_proportional_to_values():
 
 
 def test_line_chart_dots_rise_with_the_values():
-    chart = plots.line_chart([0.5, 0.7, 0.9], [plots.Series("s", [10.0, 50.0, 90.0])], title="t",
-                             x_label="x", y_label="y")
+    chart = plots.line_chart(
+        [0.5, 0.7, 0.9], [plots.Series("s", [10.0, 50.0, 90.0])], title="t", x_label="x", y_label="y"
+    )
     ys, xs = np.nonzero(np.all(np.asarray(chart) == plots.SERIES_COLORS[0], axis=-1))
     plot = ys > 50  # below the title and legend
     left, right = ys[plot & (xs < xs[plot].min() + 3)], ys[plot & (xs > xs[plot].max() - 3)]
@@ -243,8 +259,9 @@ def page_links(page: Path) -> list[str]:
 def test_report_references_only_files_that_exist(labelled: Path, tmp_path: Path):
     evaluation = tmp_path / "eval.json"
     evaluation.write_text(json.dumps({"miou": 0.4567, "iou": {"road": 0.9, "car": 0.0123}}))
-    page = build_report(labelled, evaluations={"student": evaluation},
-                        options=ReportOptions(worst=2, sample=2, thumb_width=32))
+    page = build_report(
+        labelled, evaluations={"student": evaluation}, options=ReportOptions(worst=2, sample=2, thumb_width=32)
+    )
     assert page == labelled / "report" / "index.html"
     links = page_links(page)
     assert len(links) >= 4 + 2 * 2 * 6  # charts + legends + two sheets of 2 rows x 6 pictures
@@ -252,8 +269,15 @@ def test_report_references_only_files_that_exist(labelled: Path, tmp_path: Path)
         assert not re.match(r"^[a-z]+:", link) and not link.startswith("/"), link  # relative, no network
         assert (page.parent / link).is_file(), link
     text = page.read_text()
-    for needle in ("45.7", "1.2", "corrupt or truncated image", "attention 0.5x", "human coarse label",
-                   sample_id(0), sample_id(1)):
+    for needle in (
+        "45.7",
+        "1.2",
+        "corrupt or truncated image",
+        "attention 0.5x",
+        "human coarse label",
+        sample_id(0),
+        sample_id(1),
+    ):
         assert needle in text, needle
 
 
@@ -300,8 +324,9 @@ def test_class_list_must_match_the_label_set(labelled: Path):
 def test_cli_writes_the_report_and_names_it(labelled: Path, tmp_path: Path):
     evaluation = tmp_path / "teacher.json"
     evaluation.write_text(json.dumps({"miou": 0.25, "iou": {"road": 0.5}}))
-    result = CliRunner().invoke(main, ["report", str(labelled), "--evaluation", str(evaluation),
-                                       "--worst", "1", "--sample", "1"])
+    result = CliRunner().invoke(
+        main, ["report", str(labelled), "--evaluation", str(evaluation), "--worst", "1", "--sample", "1"]
+    )
     assert result.exit_code == 0, result.output
     page = labelled / "report" / "index.html"
     assert str(page) in result.output
@@ -318,8 +343,19 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path):
 
 def _audit_json(path: Path, labelset_id: str, accuracy: float) -> Path:
     sweep = [{"threshold": t, "coverage": 0.5, "accuracy": accuracy} for t in LADDER]
-    path.write_text(json.dumps({"labelset_id": labelset_id, "reference": "gtFine", "images": 5,
-                                "coverage": 0.5, "accuracy": accuracy, "miou": 0.25, "sweep": sweep}))
+    path.write_text(
+        json.dumps(
+            {
+                "labelset_id": labelset_id,
+                "reference": "gtFine",
+                "images": 5,
+                "coverage": 0.5,
+                "accuracy": accuracy,
+                "miou": 0.25,
+                "sweep": sweep,
+            }
+        )
+    )
     return path
 
 
@@ -327,12 +363,14 @@ def test_audits_become_a_table_and_an_accuracy_curve(labelled: Path, tmp_path: P
     meta, _ = collect.load_meta_and_manifest(labelled)
     own = _audit_json(tmp_path / "own.json", meta["labelset_id"], 0.875)
     other = _audit_json(tmp_path / "other.json", "someone-else", 0.5)
-    build_report(labelled, tmp_path / "with", audits={"auto": own, "coarse": other},
-                 options=ReportOptions(worst=0, sample=0))
+    build_report(
+        labelled, tmp_path / "with", audits={"auto": own, "coarse": other}, options=ReportOptions(worst=0, sample=0)
+    )
     build_report(labelled, tmp_path / "without", options=ReportOptions(worst=0, sample=0))
     text = (tmp_path / "with" / "index.html").read_text()
-    assert "<td>auto</td><td>gtFine</td><td class=\"num\">5</td><td class=\"num\">50.0</td>" \
-           "<td class=\"num\">87.5</td>" in text
+    assert (
+        '<td>auto</td><td>gtFine</td><td class="num">5</td><td class="num">50.0</td><td class="num">87.5</td>' in text
+    )
     assert "<td>coarse</td>" in text
     # the own audit adds a second line to the coverage chart, the other label set's audit does not
     with_curve = np.asarray(Image.open(tmp_path / "with" / "assets" / "coverage.png").convert("RGB"))

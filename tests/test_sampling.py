@@ -24,8 +24,7 @@ from autolabel.train.sampling import (
 def skewed_centroids(num_items: int, counts: dict[int, int], seed: int = 0) -> CentroidTable:
     """``counts[c]`` centroids of class c; y = c so a drawn slot tells its class."""
     rng = np.random.default_rng(seed)
-    rows = [(c, int(rng.integers(num_items)), c, int(rng.integers(100)))
-            for c, n in counts.items() for _ in range(n)]
+    rows = [(c, int(rng.integers(num_items)), c, int(rng.integers(100))) for c, n in counts.items() for _ in range(n)]
     return CentroidTable.from_rows(rows)
 
 
@@ -35,8 +34,9 @@ def source_share(plan, source_pred) -> float:
 
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.75])
 def test_auto_share_is_the_configured_fraction(fraction):
-    planner = EpochPlanner(sizes=(300, 1000, 500), centroids=(CentroidTable.empty(),) * 3,
-                           auto_fraction=fraction, seed=1)
+    planner = EpochPlanner(
+        sizes=(300, 1000, 500), centroids=(CentroidTable.empty(),) * 3, auto_fraction=fraction, seed=1
+    )
     plan = planner.plan(0)
     assert source_share(plan, lambda s: s > 0) == pytest.approx(fraction, abs=0.01)
     # every fine item exactly once per epoch
@@ -47,8 +47,14 @@ def test_auto_share_is_the_configured_fraction(fraction):
 
 
 def test_auto_items_are_dropped_from_the_drop_epoch_on():
-    planner = EpochPlanner(sizes=(50, 200), centroids=(CentroidTable.empty(), skewed_centroids(200, {3: 20})),
-                           auto_fraction=0.5, class_uniform_pct=0.5, drop_auto_after_epoch=2, seed=0)
+    planner = EpochPlanner(
+        sizes=(50, 200),
+        centroids=(CentroidTable.empty(), skewed_centroids(200, {3: 20})),
+        auto_fraction=0.5,
+        class_uniform_pct=0.5,
+        drop_auto_after_epoch=2,
+        seed=0,
+    )
     for epoch in (0, 1):
         assert source_share(planner.plan(epoch), lambda s: s > 0) == pytest.approx(0.5)
     for epoch in (2, 3, 7):
@@ -60,8 +66,7 @@ def test_auto_items_are_dropped_from_the_drop_epoch_on():
 def test_class_uniform_fraction_one_draws_classes_uniformly():
     # class 0 has 100x the centroids of class 4: uniform over classes must ignore that
     counts = {0: 2000, 1: 300, 2: 50, 3: 50, 4: 20}
-    planner = EpochPlanner(sizes=(400,), centroids=(skewed_centroids(400, counts),), class_uniform_pct=1.0,
-                           seed=3)
+    planner = EpochPlanner(sizes=(400,), centroids=(skewed_centroids(400, counts),), class_uniform_pct=1.0, seed=3)
     drawn = Counter()
     for epoch in range(5):
         plan = planner.plan(epoch)
@@ -84,25 +89,33 @@ def test_class_uniform_fraction_is_respected_and_centres_come_from_centroids():
 
 def test_auto_slots_only_use_boost_class_centroids():
     fine = skewed_centroids(20, {0: 5, 1: 5})
-    manifest = pa.table({"centroids": pa.array(
-        [[{"cls": 7, "y": 7, "x": 1}, {"cls": 2, "y": 2, "x": 1}], [{"cls": 7, "y": 7, "x": 2}], []],
-        type=pa.list_(CENTROID_TYPE))})
+    manifest = pa.table(
+        {
+            "centroids": pa.array(
+                [[{"cls": 7, "y": 7, "x": 1}, {"cls": 2, "y": 2, "x": 1}], [{"cls": 7, "y": 7, "x": 2}], []],
+                type=pa.list_(CENTROID_TYPE),
+            )
+        }
+    )
     auto = manifest_centroids(manifest, classes=[7])
     assert auto.cls.tolist() == [7, 7] and auto.item.tolist() == [0, 1]
-    planner = EpochPlanner(sizes=(20, 3), centroids=(fine, auto), auto_fraction=0.5, class_uniform_pct=1.0,
-                           seed=0)
+    planner = EpochPlanner(sizes=(20, 3), centroids=(fine, auto), auto_fraction=0.5, class_uniform_pct=1.0, seed=0)
     plan = planner.plan(0)
     assert {i.center_y for i in plan if i.source == 1} == {7}
     assert {i.center_y for i in plan if i.source == 0} <= {0, 1}
 
 
 def test_plans_are_deterministic_per_seed_and_epoch():
-    planner = EpochPlanner(sizes=(30, 40), centroids=(skewed_centroids(30, {1: 9}), CentroidTable.empty()),
-                           auto_fraction=0.4, class_uniform_pct=0.5, seed=11)
+    planner = EpochPlanner(
+        sizes=(30, 40),
+        centroids=(skewed_centroids(30, {1: 9}), CentroidTable.empty()),
+        auto_fraction=0.4,
+        class_uniform_pct=0.5,
+        seed=11,
+    )
     assert planner.plan(2) == planner.plan(2)
     assert planner.plan(2) != planner.plan(3)
-    other = EpochPlanner(sizes=(30, 40), centroids=planner.centroids, auto_fraction=0.4,
-                         class_uniform_pct=0.5, seed=12)
+    other = EpochPlanner(sizes=(30, 40), centroids=planner.centroids, auto_fraction=0.4, class_uniform_pct=0.5, seed=12)
     assert other.plan(2) != planner.plan(2)
 
 

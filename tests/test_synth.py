@@ -142,10 +142,11 @@ def local_patch_accuracy(patch: int, n_train: int, n_test: int, size=(256, 128))
         x, y = [], []
         for index in range(count):
             scene = render_scene(image_rng(0, split, index), *size)
-            windows = np.lib.stride_tricks.sliding_window_view(scene.rgb.astype(np.float32), (patch, patch),
-                                                               axis=(0, 1))  # (H-p+1, W-p+1, 3, p, p)
+            windows = np.lib.stride_tricks.sliding_window_view(
+                scene.rgb.astype(np.float32), (patch, patch), axis=(0, 1)
+            )  # (H-p+1, W-p+1, 3, p, p)
             stats = np.concatenate([windows.mean(axis=(3, 4)), windows.std(axis=(3, 4))], axis=2)
-            centre = scene.label[patch // 2:, patch // 2:][: stats.shape[0], : stats.shape[1]]
+            centre = scene.label[patch // 2 :, patch // 2 :][: stats.shape[0], : stats.shape[1]]
             for cls, name in enumerate(names):
                 picked = stats[centre == LABEL_ID[name]][::7]  # thin out neighbouring, near-identical windows
                 x.append(picked)
@@ -237,8 +238,25 @@ def test_bad_requests(tmp_path):
 
 def test_cli_synth(tmp_path):
     out = tmp_path / "city"
-    result = CliRunner().invoke(main, ["synth", str(out), "--train", "2", "--val", "1", "--extra", "1",
-                                       "--size", "80x40", "--seed", "4", "--workers", "0"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "synth",
+            str(out),
+            "--train",
+            "2",
+            "--val",
+            "1",
+            "--extra",
+            "1",
+            "--size",
+            "80x40",
+            "--seed",
+            "4",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 4 images" in result.output
     assert json.loads((out / "synth.json").read_text())["size"] == [80, 40]

@@ -32,13 +32,31 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     out = tmp_path / "run"
-    overrides = [f"data.root={json.dumps(str(city))}", f"train.out_dir={json.dumps(str(out))}",
-                 "model.width='tiny'", "train.crop_size=[32, 32]", "train.batch_size=2", "train.workers=0",
-                 "train.epochs=2", "train.val_every=1", "train.class_uniform_tile=16", "train.device='cpu'",
-                 "model.dropout=0.3", "train.log_every=1"]
+    overrides = [
+        f"data.root={json.dumps(str(city))}",
+        f"train.out_dir={json.dumps(str(out))}",
+        "model.width='tiny'",
+        "train.crop_size=[32, 32]",
+        "train.batch_size=2",
+        "train.workers=0",
+        "train.epochs=2",
+        "train.val_every=1",
+        "train.class_uniform_tile=16",
+        "train.device='cpu'",
+        "model.dropout=0.3",
+        "train.log_every=1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(tmp_path), *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+        *overrides,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)

@@ -38,11 +38,23 @@ def city(tmp_path_factory):
 
 def tiny_cfg(city, out, *extra):
     """A few-second run: tiny HRNet, 48x48 crops, two images per batch, no validation unless asked."""
-    return load_config(None, [
-        f"data.root={json.dumps(str(city))}", f"train.out_dir={json.dumps(str(out))}", "model.width='tiny'",
-        "train.crop_size=[48, 48]", "train.batch_size=2", "train.workers=0", "train.epochs=2",
-        "train.val_every=0", "train.class_uniform_tile=32", "train.log_every=1", "train.device='cpu'",
-        *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={json.dumps(str(city))}",
+            f"train.out_dir={json.dumps(str(out))}",
+            "model.width='tiny'",
+            "train.crop_size=[48, 48]",
+            "train.batch_size=2",
+            "train.workers=0",
+            "train.epochs=2",
+            "train.val_every=0",
+            "train.class_uniform_tile=32",
+            "train.log_every=1",
+            "train.device='cpu'",
+            *extra,
+        ],
+    )
 
 
 def train_losses(run_dir):
@@ -52,10 +64,21 @@ def train_losses(run_dir):
 def test_loss_decreases_checkpoints_are_written_and_evaluate_agrees(city, tmp_path):
     out = tmp_path / "run"
     # fixed crops (whole image, no scaling/flip/jitter) so the loss curve is not augmentation noise
-    cfg = tiny_cfg(city, out, "train.epochs=8", "train.crop_size=[48, 96]", "train.scale_min=1.0",
-                   "train.scale_max=1.0", "train.flip=false", "train.color_jitter=0.0",
-                   "train.class_uniform_pct=0.0", "loss.main='ce'", "train.lr=0.05", "train.val_every=4",
-                   "model.dropout=0.0")
+    cfg = tiny_cfg(
+        city,
+        out,
+        "train.epochs=8",
+        "train.crop_size=[48, 96]",
+        "train.scale_min=1.0",
+        "train.scale_max=1.0",
+        "train.flip=false",
+        "train.color_jitter=0.0",
+        "train.class_uniform_pct=0.0",
+        "loss.main='ce'",
+        "train.lr=0.05",
+        "train.val_every=4",
+        "model.dropout=0.0",
+    )
     result = fit(cfg)
     assert result.global_step == 16 and result.epochs_done == 8
     losses = train_losses(out)
@@ -70,9 +93,22 @@ def test_loss_decreases_checkpoints_are_written_and_evaluate_agrees(city, tmp_pa
     assert result.best_miou == pytest.approx(max(v["miou"] for v in vals), abs=1e-6)
     # `autolabel evaluate` on the final weights reproduces the last validation (same images, scale 1.0)
     report = tmp_path / "eval.json"
-    run = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(out / LAST), "--data",
-                                    f"cityscapes:{city}:val", "--scales", "1.0", "--device", "cpu",
-                                    "--out", str(report)])
+    run = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(out / LAST),
+            "--data",
+            f"cityscapes:{city}:val",
+            "--scales",
+            "1.0",
+            "--device",
+            "cpu",
+            "--out",
+            str(report),
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert json.loads(report.read_text())["miou"] == pytest.approx(vals[-1]["miou"], abs=1e-6)
 
@@ -147,10 +183,25 @@ def test_loader_batches_do_not_depend_on_worker_count(city, tmp_path):
 
 def test_train_teacher_cli(city, tmp_path):
     out = tmp_path / "cli-run"
-    args = ["train-teacher", "--set", f"data.root={json.dumps(str(city))}", "--set",
-            f"train.out_dir={json.dumps(str(out))}", "--set", "model.width='tiny'", "--set",
-            "train.crop_size=[48,48]", "--set", "train.workers=0", "--set", "train.epochs=1", "--set",
-            "train.val_every=1", "--set", "train.device='cpu'"]
+    args = [
+        "train-teacher",
+        "--set",
+        f"data.root={json.dumps(str(city))}",
+        "--set",
+        f"train.out_dir={json.dumps(str(out))}",
+        "--set",
+        "model.width='tiny'",
+        "--set",
+        "train.crop_size=[48,48]",
+        "--set",
+        "train.workers=0",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.val_every=1",
+        "--set",
+        "train.device='cpu'",
+    ]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 0, run.output
     assert "2 steps, 1 epochs" in run.output

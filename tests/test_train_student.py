@@ -44,18 +44,33 @@ def labelset(city, tmp_path_factory):
     model_cfg = ModelConfig(width="tiny")
     save_checkpoint(tmp / "teacher.pt", build_model(model_cfg), model_cfg, CITYSCAPES.names)
     out = tmp / "auto"
-    job = GenerateJob(teacher=tmp / "teacher.pt", out=out,
-                      generate=GenerateConfig(threshold=0.01, scales=(1.0,), device="cpu", confidence=True))
+    job = GenerateJob(
+        teacher=tmp / "teacher.pt",
+        out=out,
+        generate=GenerateConfig(threshold=0.01, scales=(1.0,), device="cpu", confidence=True),
+    )
     result = run_generate(job, discover_cityscapes(city, "train_extra"))
     assert result.ok == 6
     return out
 
 
 def student_cfg(city, out, *extra):
-    return load_config(None, [
-        f"data.root={json.dumps(str(city))}", f"train.out_dir={json.dumps(str(out))}", "model.width='tiny'",
-        "train.crop_size=[32, 32]", "train.batch_size=2", "train.workers=0", "train.val_every=0",
-        "train.class_uniform_tile=32", "train.device='cpu'", "loss.main='ce'", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={json.dumps(str(city))}",
+            f"train.out_dir={json.dumps(str(out))}",
+            "model.width='tiny'",
+            "train.crop_size=[32, 32]",
+            "train.batch_size=2",
+            "train.workers=0",
+            "train.val_every=0",
+            "train.class_uniform_tile=32",
+            "train.device='cpu'",
+            "loss.main='ce'",
+            *extra,
+        ],
+    )
 
 
 def test_auto_data_is_mixed_in_and_really_dropped(city, labelset, tmp_path, monkeypatch):
@@ -69,8 +84,14 @@ def test_auto_data_is_mixed_in_and_really_dropped(city, labelset, tmp_path, monk
         return real_load(self, index)
 
     monkeypatch.setattr(train_datasets.AutoLabelSource, "load", counting_load)
-    cfg = student_cfg(city, tmp_path / "run", "train.epochs=3", "student.auto_fraction=0.5",
-                      "student.drop_auto_after_epoch=2", "train.class_uniform_pct=0.5")
+    cfg = student_cfg(
+        city,
+        tmp_path / "run",
+        "train.epochs=3",
+        "student.auto_fraction=0.5",
+        "student.drop_auto_after_epoch=2",
+        "train.class_uniform_pct=0.5",
+    )
     result = fit(cfg, student=True, labels=[labelset], on_epoch_start=lambda e, steps: epoch.update(now=e))
     # 4 fine + 4 auto items per epoch while mixing, 4 fine after the drop -> 4 + 4 + 2 batches of 2
     assert result.global_step == 10
@@ -143,8 +164,10 @@ def test_source_loss_weight_zero_means_no_gradient():
     model = build_model(ModelConfig(width="tiny", dropout=0.0))
     loss_fn = build_loss(load_config(None, ["loss.main='ce'"]).loss, 19)
     ctx = StepContext(device=torch.device("cpu"), amp="off", mean=(0.5,) * 3, std=(0.25,) * 3)
-    batch = {"image": torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8),
-             "label": torch.randint(0, 19, (2, 32, 32), dtype=torch.uint8)}
+    batch = {
+        "image": torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8),
+        "label": torch.randint(0, 19, (2, 32, 32), dtype=torch.uint8),
+    }
     params = {k: v.clone() for k, v in model.named_parameters()}
 
     def step(weights):
@@ -160,13 +183,39 @@ def test_source_loss_weight_zero_means_no_gradient():
 
 def test_train_student_cli_records_the_options(city, labelset, tmp_path):
     out = tmp_path / "cli"
-    args = ["train-student", "--set", f"data.root={json.dumps(str(city))}", "--set",
-            f"train.out_dir={json.dumps(str(out))}", "--set", "model.width='tiny'", "--set",
-            "train.crop_size=[32,32]", "--set", "train.workers=0", "--set", "train.epochs=1", "--set",
-            "train.val_every=0", "--set", "train.device='cpu'", "--set", "loss.main='ce'", "--labels",
-            str(labelset), "--auto-fraction", "0.25",
-            "--boost-classes", "traffic light,bus", "--drop-auto-after-epoch", "3", "--auto-weight", "0.5",
-            "--class-uniform", "1.0"]
+    args = [
+        "train-student",
+        "--set",
+        f"data.root={json.dumps(str(city))}",
+        "--set",
+        f"train.out_dir={json.dumps(str(out))}",
+        "--set",
+        "model.width='tiny'",
+        "--set",
+        "train.crop_size=[32,32]",
+        "--set",
+        "train.workers=0",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.val_every=0",
+        "--set",
+        "train.device='cpu'",
+        "--set",
+        "loss.main='ce'",
+        "--labels",
+        str(labelset),
+        "--auto-fraction",
+        "0.25",
+        "--boost-classes",
+        "traffic light,bus",
+        "--drop-auto-after-epoch",
+        "3",
+        "--auto-weight",
+        "0.5",
+        "--class-uniform",
+        "1.0",
+    ]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 0, run.output
     saved = load_config(out / "config.toml")
@@ -177,6 +226,14 @@ def test_train_student_cli_records_the_options(city, labelset, tmp_path):
 
 
 def test_train_student_without_labels_is_a_user_error(city, tmp_path):
-    run = CliRunner().invoke(main, ["train-student", "--set", f"data.root={json.dumps(str(city))}", "--set",
-                                    f"train.out_dir={json.dumps(str(tmp_path / 'x'))}"])
+    run = CliRunner().invoke(
+        main,
+        [
+            "train-student",
+            "--set",
+            f"data.root={json.dumps(str(city))}",
+            "--set",
+            f"train.out_dir={json.dumps(str(tmp_path / 'x'))}",
+        ],
+    )
     assert run.exit_code == 2 and "student.labels" in run.output

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from autolabel.train.transforms import TrainTransform, color_jitter, crop_pair, crop_window, resize_pair
 
 # one distinct colour per class, far apart so a colour identifies its class even after bilinear blending
-PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]],
-                   dtype=np.uint8)
+PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], dtype=np.uint8)
 
 
 def blocky_pair(rng: np.random.Generator, height: int = 96, width: int = 160, block: int = 16):
@@ -100,8 +99,12 @@ def test_crop_pair_copies_the_window_and_pads_outside():
 
 
 @settings(max_examples=200, deadline=None)
-@given(length=st.integers(1, 300), window=st.integers(1, 300), seed=st.integers(0, 10_000),
-       center=st.one_of(st.none(), st.integers(0, 299)))
+@given(
+    length=st.integers(1, 300),
+    window=st.integers(1, 300),
+    seed=st.integers(0, 10_000),
+    center=st.one_of(st.none(), st.integers(0, 299)),
+)
 def test_crop_window_contains_the_centre_and_stays_in_bounds(length, window, seed, center):
     if center is not None and center >= length:
         center = length - 1

@@ -46,11 +46,19 @@ def main(verbose: int) -> None:
 
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Pipeline TOML (see pipelines/). Defaults apply when omitted.")
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Pipeline TOML (see pipelines/). Defaults apply when omitted.",
+)
 set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set train.lr=0.01 (repeatable).",
+)
 
 
 def load_pipeline(config_path: Path | None, overrides: Sequence[str]) -> PipelineConfig:
@@ -60,8 +68,15 @@ def load_pipeline(config_path: Path | None, overrides: Sequence[str]) -> Pipelin
 
 def progress(iterable=None, length: int | None = None, label: str = "", item_show_func=None):
     """A progress bar on stderr (hidden when not a terminal, e.g. in CI logs)."""
-    return click.progressbar(iterable, length=length, label=label, file=sys.stderr,
-                             show_eta=True, show_pos=True, item_show_func=item_show_func)
+    return click.progressbar(
+        iterable,
+        length=length,
+        label=label,
+        file=sys.stderr,
+        show_eta=True,
+        show_pos=True,
+        item_show_func=item_show_func,
+    )
 
 
 @main.command("show-config")

@@ -21,28 +21,64 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
 
 @main.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--train", type=click.IntRange(min=0), default=100, show_default=True,
-              help="Images in train (with gtFine and gtCoarse).")
-@click.option("--val", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Images in val (with gtFine and gtCoarse).")
-@click.option("--extra", type=click.IntRange(min=0), default=300, show_default=True,
-              help="Images in train_extra (gtCoarse only, like Cityscapes).")
-@click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
-              help="Image size in pixels.")
+@click.option(
+    "--train",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Images in train (with gtFine and gtCoarse).",
+)
+@click.option(
+    "--val", type=click.IntRange(min=0), default=50, show_default=True, help="Images in val (with gtFine and gtCoarse)."
+)
+@click.option(
+    "--extra",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    help="Images in train_extra (gtCoarse only, like Cityscapes).",
+)
+@click.option(
+    "--size",
+    default="256x128",
+    show_default=True,
+    callback=parse_size_option,
+    metavar="WxH",
+    help="Image size in pixels.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Processes (default: one per CPU core; 0 = in this process).")
-@click.option("--extra-fine", is_flag=True,
-              help="Also write gtFine for train_extra (Cityscapes has none; lets you audit auto labels).")
-def synth(out: Path, train: int, val: int, extra: int, size: tuple[int, int], seed: int, workers: int | None,
-          extra_fine: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes (default: one per CPU core; 0 = in this process).",
+)
+@click.option(
+    "--extra-fine",
+    is_flag=True,
+    help="Also write gtFine for train_extra (Cityscapes has none; lets you audit auto labels).",
+)
+def synth(
+    out: Path, train: int, val: int, extra: int, size: tuple[int, int], seed: int, workers: int | None, extra_fine: bool
+) -> None:
     """Write a synthetic city in the Cityscapes layout to OUT (see docs/synthetic_city.md)."""
     workers = (os.cpu_count() or 1) if workers is None else workers
     total = train + val + extra
     start = time.perf_counter()
     with progress(length=total, label="synth") as bar:
-        meta = make_synthetic_city(out, train=train, val=val, extra=extra, size=size, seed=seed,
-                                   workers=workers, extra_fine=extra_fine, on_progress=bar.update)
+        meta = make_synthetic_city(
+            out,
+            train=train,
+            val=val,
+            extra=extra,
+            size=size,
+            seed=seed,
+            workers=workers,
+            extra_fine=extra_fine,
+            on_progress=bar.update,
+        )
     seconds = time.perf_counter() - start
-    click.echo(f"wrote {total} images ({size[0]}x{size[1]}, seed {seed}) to {out} in {seconds:.1f} s; "
-               f"coarse band {meta['coarse_band_px']} px")
+    click.echo(
+        f"wrote {total} images ({size[0]}x{size[1]}, seed {seed}) to {out} in {seconds:.1f} s; "
+        f"coarse band {meta['coarse_band_px']} px"
+    )

@@ -18,10 +18,21 @@ def city_options(command):
     options = [
         click.option("--train", default=200, show_default=True, type=click.IntRange(1), help="Fine training images."),
         click.option("--val", default=50, show_default=True, type=click.IntRange(1), help="Validation images."),
-        click.option("--extra", default=400, show_default=True, type=click.IntRange(1),
-                     help="Images to auto-label (train_extra)."),
-        click.option("--size", default="256x128", show_default=True, callback=parse_size_option, metavar="WxH",
-                     help="Image size of the synthetic city."),
+        click.option(
+            "--extra",
+            default=400,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Images to auto-label (train_extra).",
+        ),
+        click.option(
+            "--size",
+            default="256x128",
+            show_default=True,
+            callback=parse_size_option,
+            metavar="WxH",
+            help="Image size of the synthetic city.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -29,44 +40,101 @@ def city_options(command):
 
 
 @main.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Folder for all the demo makes (a rerun finishes or skips stages).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("pipelines/demo.toml"), show_default=True, help="Pipeline TOML of the demo.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Folder for all the demo makes (a rerun finishes or skips stages).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("pipelines/demo.toml"),
+    show_default=True,
+    help="Pipeline TOML of the demo.",
+)
 @set_option
 @city_options
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic city.")
-def demo(out: Path, config_path: Path, overrides: tuple[str, ...], train: int, val: int, extra: int,
-         size: tuple[int, int], seed: int) -> None:
+def demo(
+    out: Path,
+    config_path: Path,
+    overrides: tuple[str, ...],
+    train: int,
+    val: int,
+    extra: int,
+    size: tuple[int, int],
+    seed: int,
+) -> None:
     """synth -> teacher -> generate -> students (fine + auto, fine + human coarse) -> evaluate -> report."""
-    settings = DemoSettings(out=out, config=config_path, overrides=overrides, train=train, val=val,
-                            extra=extra, size=size, seed=seed)
+    settings = DemoSettings(
+        out=out, config=config_path, overrides=overrides, train=train, val=val, extra=extra, size=size, seed=seed
+    )
     result = run_demo(settings, on_stage=lambda name: click.echo(f"== {name}", err=True))
     click.echo(results_table(result))
     click.echo(f"report: {result.report}")
 
 
 @main.command("reproduce")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Folder for reproduce.json and reproduce.md.")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reproduce"),
-              show_default=True, help="Folder for the city, runs and label sets (a rerun resumes).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("pipelines/reproduce.toml"), show_default=True, help="Base pipeline TOML.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Folder for reproduce.json and reproduce.md.",
+)
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/reproduce"),
+    show_default=True,
+    help="Folder for the city, runs and label sets (a rerun resumes).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("pipelines/reproduce.toml"),
+    show_default=True,
+    help="Base pipeline TOML.",
+)
 @set_option
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Training seeds 0..N-1.")
-@click.option("--jobs", default=2, show_default=True, type=click.IntRange(1),
-              help="Trainings side by side (one thread each).")
+@click.option(
+    "--jobs", default=2, show_default=True, type=click.IntRange(1), help="Trainings side by side (one thread each)."
+)
 @city_options
-def reproduce(out: Path, work: Path, config_path: Path, overrides: tuple[str, ...], seeds: int, jobs: int,
-              train: int, val: int, extra: int, size: tuple[int, int]) -> None:
+def reproduce(
+    out: Path,
+    work: Path,
+    config_path: Path,
+    overrides: tuple[str, ...],
+    seeds: int,
+    jobs: int,
+    train: int,
+    val: int,
+    extra: int,
+    size: tuple[int, int],
+) -> None:
     """The paper's Table 3, failure modes and Table 4 in miniature, over several seeds -> OUT/reproduce.md."""
     from autolabel.reproduce import ReproduceSettings, markdown, run_reproduce
 
     command = shlex.join(["autolabel", *sys.argv[1:]])  # what the results say produced them
-    settings = ReproduceSettings(work=work, results=out, config=config_path, seeds=tuple(range(seeds)),
-                                 overrides=overrides, train=train, val=val, extra=extra, size=size, jobs=jobs,
-                                 command=command)
+    settings = ReproduceSettings(
+        work=work,
+        results=out,
+        config=config_path,
+        seeds=tuple(range(seeds)),
+        overrides=overrides,
+        train=train,
+        val=val,
+        extra=extra,
+        size=size,
+        jobs=jobs,
+        command=command,
+    )
     results = run_reproduce(settings, on_stage=lambda text: click.echo(f"== {text}", err=True))
     click.echo(markdown(results))
     click.echo(f"results: {out / 'reproduce.md'}")

@@ -40,67 +40,131 @@ class RateBar:
 
 
 @main.command("generate")
-@click.option("--teacher", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Teacher checkpoint (written by train-teacher or import).")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Label every image under this folder.")
-@click.option("--dataset", "dataset_spec", default=None, metavar="LAYOUT:ROOT:SPLIT",
-              help="Label a dataset split, e.g. cityscapes:/data/cityscapes:train_extra.")
+@click.option(
+    "--teacher",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Teacher checkpoint (written by train-teacher or import).",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Label every image under this folder.",
+)
+@click.option(
+    "--dataset",
+    "dataset_spec",
+    default=None,
+    metavar="LAYOUT:ROOT:SPLIT",
+    help="Label a dataset split, e.g. cityscapes:/data/cityscapes:train_extra.",
+)
 @config_option
 @set_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder of the label set.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder of the label set."
+)
 @click.option("--scales", default=None, help="Inference scales, e.g. 0.5,1.0,2.0 [generate.scales].")
 @click.option("--flip/--no-flip", default=None, help="Average with the flipped image [generate.flip].")
-@click.option("--threshold", type=float, default=None,
-              help="Keep a pixel only where max probability > this [generate.threshold].")
+@click.option(
+    "--threshold", type=float, default=None, help="Keep a pixel only where max probability > this [generate.threshold]."
+)
 @click.option("--batch-size", type=int, default=None, help="[generate.batch_size]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[generate.device]")
-@click.option("--tile-size", type=int, default=None,
-              help="Tiled inference when a scaled side exceeds this many pixels [generate.tile_size].")
-@click.option("--shard", "shard_text", default=None, metavar="I/N",
-              help="Label shard I of N (default: SLURM array or RANK/WORLD_SIZE variables, else all).")
-@click.option("--workers", type=int, default=None,
-              help="Run on a local Dask cluster of this many worker processes (0: one per GPU).")
+@click.option(
+    "--tile-size",
+    type=int,
+    default=None,
+    help="Tiled inference when a scaled side exceeds this many pixels [generate.tile_size].",
+)
+@click.option(
+    "--shard",
+    "shard_text",
+    default=None,
+    metavar="I/N",
+    help="Label shard I of N (default: SLURM array or RANK/WORLD_SIZE variables, else all).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Run on a local Dask cluster of this many worker processes (0: one per GPU).",
+)
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on an existing Dask cluster.")
-@click.option("--confidence/--no-confidence", default=None, help="Keep the confidence store "
-              "[generate.confidence].")
+@click.option("--confidence/--no-confidence", default=None, help="Keep the confidence store [generate.confidence].")
 @click.option("--attention", is_flag=True, default=None, help="Also write per-scale attention maps.")
-@click.option("--label-ids", is_flag=True, default=None,
-              help="Write dataset label ids (Cityscapes labelIds) instead of train ids.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Label at most N images of the shard.")
+@click.option(
+    "--label-ids",
+    is_flag=True,
+    default=None,
+    help="Write dataset label ids (Cityscapes labelIds) instead of train ids.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Label at most N images of the shard.")
 @click.option("--dry-run", is_flag=True, help="Show what would be done (and a time estimate); write nothing.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image.")
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
-def generate_cmd(teacher: Path, images: Path | None, dataset_spec: str | None, config_path: Path | None,
-                 overrides: tuple[str, ...], out: Path, scales: str | None, flip: bool | None,
-                 threshold: float | None, batch_size: int | None, device: str | None, tile_size: int | None,
-                 shard_text: str | None, workers: int | None, scheduler: str | None, confidence: bool | None,
-                 attention: bool | None, label_ids: bool | None, limit: int | None, dry_run: bool,
-                 fail_fast: bool, overwrite: bool) -> None:
+def generate_cmd(
+    teacher: Path,
+    images: Path | None,
+    dataset_spec: str | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    out: Path,
+    scales: str | None,
+    flip: bool | None,
+    threshold: float | None,
+    batch_size: int | None,
+    device: str | None,
+    tile_size: int | None,
+    shard_text: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    confidence: bool | None,
+    attention: bool | None,
+    label_ids: bool | None,
+    limit: int | None,
+    dry_run: bool,
+    fail_fast: bool,
+    overwrite: bool,
+) -> None:
     """Label images with a multi-scale teacher: thresholded label PNGs, manifest, confidence store.
 
     Exit codes: 0 done, 3 done but some images could not be labelled (see the manifest), 2 usage error.
     """
     cfg = load_pipeline(config_path, overrides)
-    given = {"scales": _scales(scales), "flip": flip, "threshold": threshold, "batch_size": batch_size,
-             "device": device, "tile_size": tile_size, "confidence": confidence, "attention": attention,
-             "label_ids": label_ids}
+    given = {
+        "scales": _scales(scales),
+        "flip": flip,
+        "threshold": threshold,
+        "batch_size": batch_size,
+        "device": device,
+        "tile_size": tile_size,
+        "confidence": confidence,
+        "attention": attention,
+        "label_ids": label_ids,
+    }
     settings = replace(cfg.generate, **{k: v for k, v in given.items() if v is not None})
     source = _source(images, dataset_spec, config_path, cfg)
     out = out.resolve()
     samples = inputs.discover_source(source, out)
     shard = parse_shard(shard_text) if shard_text else (shard_from_env(os.environ) or Shard())
-    job = GenerateJob(teacher=teacher, out=out, generate=settings, data=cfg.data, shard=shard, limit=limit,
-                      fail_fast=fail_fast, overwrite=overwrite, source=source)
+    job = GenerateJob(
+        teacher=teacher,
+        out=out,
+        generate=settings,
+        data=cfg.data,
+        shard=shard,
+        limit=limit,
+        fail_fast=fail_fast,
+        overwrite=overwrite,
+        source=source,
+    )
     classes = class_set_from_config(cfg.classes) if config_path is not None else None
     if dry_run:
         _dry_run(job, samples, classes)
         return
     bar_text = RateBar()
-    with progress(length=_planned(len(samples), shard, limit), label="labelling",
-                  item_show_func=bar_text) as bar:
+    with progress(length=_planned(len(samples), shard, limit), label="labelling", item_show_func=bar_text) as bar:
 
         def advance(n: int) -> None:
             bar_text.done += n
@@ -110,8 +174,9 @@ def generate_cmd(teacher: Path, images: Path | None, dataset_spec: str | None, c
             if workers is not None or scheduler is not None:
                 from autolabel.generate.dask_runner import run_generate_dask
 
-                result = run_generate_dask(job, samples, classes, workers=workers or 0, scheduler=scheduler,
-                                           on_image=advance)
+                result = run_generate_dask(
+                    job, samples, classes, workers=workers or 0, scheduler=scheduler, on_image=advance
+                )
             else:
                 from autolabel.generate.runner import run_generate
 
@@ -119,8 +184,10 @@ def generate_cmd(teacher: Path, images: Path | None, dataset_spec: str | None, c
         except FailFastError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_FINISHED_WITH_ERRORS)
-    click.echo(f"label set {result.labelset_id} in {out}: {result.ok} labelled, {result.skipped} already "
-               f"done, {len(result.errors)} errors, shard {shard}, {result.seconds:.1f}s")
+    click.echo(
+        f"label set {result.labelset_id} in {out}: {result.ok} labelled, {result.skipped} already "
+        f"done, {len(result.errors)} errors, shard {shard}, {result.seconds:.1f}s"
+    )
     if result.errors:
         for image_id, message in result.errors[:20]:
             click.echo(f"  error: {image_id}: {message}", err=True)
@@ -143,8 +210,9 @@ def _source(images: Path | None, dataset_spec: str | None, config_path: Path | N
         return inputs.parse_dataset_spec(dataset_spec)
     if config_path is not None or cfg.data.root is not None:
         return inputs.config_source(cfg.data, cfg.generate.split)
-    raise click.UsageError("name the images to label: --images ROOT, --dataset LAYOUT:ROOT:SPLIT, or "
-                           "--config with data.root")
+    raise click.UsageError(
+        "name the images to label: --images ROOT, --dataset LAYOUT:ROOT:SPLIT, or --config with data.root"
+    )
 
 
 def _dry_run(job: GenerateJob, samples, classes) -> None:
@@ -154,13 +222,17 @@ def _dry_run(job: GenerateJob, samples, classes) -> None:
     if job.shard.count > 1:
         counts = shard_counts([s.id for s in inputs.exclude_output(samples, job.out)], job.shard.count)
         click.echo("per shard: " + ", ".join(f"{i}/{job.shard.count}: {n}" for i, n in enumerate(counts)))
-    click.echo(f"shard {job.shard}: {plan.shard_size} images, {plan.done} already done, {plan.todo} to do, "
-               f"{len(plan.chunks)} chunks")
+    click.echo(
+        f"shard {job.shard}: {plan.shard_size} images, {plan.done} already done, {plan.todo} to do, "
+        f"{len(plan.chunks)} chunks"
+    )
     todo = [s for c in plan.chunks if not c.complete for s in c.todo]
     per_image = estimate_seconds_per_image(teacher, todo, job.data.max_image_pixels)
     if per_image is not None:
-        click.echo(f"estimate: {per_image:.2f}s per image, about {per_image * len(todo) / 60:.1f} min for "
-                   f"{len(todo)} images on this process (from {min(2, len(todo))} timed images)")
+        click.echo(
+            f"estimate: {per_image:.2f}s per image, about {per_image * len(todo) / 60:.1f} min for "
+            f"{len(todo)} images on this process (from {min(2, len(todo))} timed images)"
+        )
 
 
 @main.command("manifest")
@@ -170,10 +242,13 @@ def manifest_cmd(out: Path) -> None:
     meta = labelset.read_labelset(out)
     table = labelset.merge_manifest(out)
     summary = labelset.summarise(table, meta["classes"])
-    click.echo(f"label set {meta['labelset_id']}: {summary['images']} images, {summary['ok']} ok, "
-               f"{len(summary['errors'])} errors -> {out / labelset.MERGED_MANIFEST}")
-    click.echo(f"ignored pixels {100 * summary['ignored_fraction']:.1f}%, mean confidence "
-               f"{summary['mean_confidence']:.3f}")
+    click.echo(
+        f"label set {meta['labelset_id']}: {summary['images']} images, {summary['ok']} ok, "
+        f"{len(summary['errors'])} errors -> {out / labelset.MERGED_MANIFEST}"
+    )
+    click.echo(
+        f"ignored pixels {100 * summary['ignored_fraction']:.1f}%, mean confidence {summary['mean_confidence']:.3f}"
+    )
     width = max(len(c["name"]) for c in summary["classes"])
     click.echo(f"{'class':<{width}}  pixels%  images")
     for c in summary["classes"]:
@@ -185,8 +260,13 @@ def manifest_cmd(out: Path) -> None:
 @main.command("rethreshold")
 @click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--threshold", type=float, required=True, help="A value on the label set's confidence ladder.")
-@click.option("--out", "dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the new label set here instead of rewriting OUT.")
+@click.option(
+    "--out",
+    "dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the new label set here instead of rewriting OUT.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
 def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: bool) -> None:
     """Re-threshold a label set from its confidence store (no teacher needed)."""
@@ -196,8 +276,10 @@ def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: b
     total = sum(status == "ok" for status in labelset.read_all_rows(out).column("status").to_pylist())
     with progress(length=total, label="re-thresholding") as bar:
         result = rethreshold(out, threshold, dest, overwrite=overwrite, on_image=bar.update)
-    click.echo(f"re-thresholded {result.images} images at {threshold:g} (was {meta['threshold']:g}): "
-               f"label set {result.labelset_id} in {result.out}")
+    click.echo(
+        f"re-thresholded {result.images} images at {threshold:g} (was {meta['threshold']:g}): "
+        f"label set {result.labelset_id} in {result.out}"
+    )
 
 
 @main.command("verify")
@@ -213,7 +295,8 @@ def verify_cmd(out: Path, no_inputs: bool) -> None:
         click.echo(f"problem: {problem}")
     for image_id, message in report.error_rows:
         click.echo(f"error row: {image_id}: {message}")
-    click.echo(f"{out}: {report.checked} labels checked, {len(report.problems)} problems, "
-               f"{len(report.error_rows)} error rows")
+    click.echo(
+        f"{out}: {report.checked} labels checked, {len(report.problems)} problems, {len(report.error_rows)} error rows"
+    )
     if not report.ok:
         sys.exit(EXIT_FINISHED_WITH_ERRORS)

@@ -14,12 +14,18 @@ from autolabel.models.checkpoint import import_nvidia_checkpoint
 @main.command("import-checkpoint")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--classes", "preset", type=click.Choice(["cityscapes"]), default=None,
-              help="Class preset the weights were trained on (default: the config's [classes]).")
+@click.option(
+    "--classes",
+    "preset",
+    type=click.Choice(["cityscapes"]),
+    default=None,
+    help="Class preset the weights were trained on (default: the config's [classes]).",
+)
 @config_option
 @set_option
-def import_checkpoint(src: Path, dst: Path, preset: str | None, config_path: Path | None,
-                      overrides: tuple[str, ...]) -> None:
+def import_checkpoint(
+    src: Path, dst: Path, preset: str | None, config_path: Path | None, overrides: tuple[str, ...]
+) -> None:
     """Convert a published NVIDIA checkpoint SRC ({'state_dict': ...}) into an autolabel checkpoint DST.
 
     The network is the config's [model] (default: the published HRNetV2-W48 + OCR teacher); every key and

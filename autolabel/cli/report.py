@@ -25,33 +25,70 @@ def parse_named_file(text: str, option: str) -> tuple[str, Path]:
 
 @main.command("report")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for index.html and its pictures [default: OUT/report].")
-@click.option("--evaluation", "evaluations", multiple=True, metavar="NAME=JSON",
-              help="An `autolabel evaluate` JSON to show as a column (repeatable, in this order).")
-@click.option("--audit", "audits", multiple=True, metavar="NAME=JSON",
-              help="An `autolabel evaluate-labels --out` JSON to show as a row (repeatable).")
-@click.option("--fine", "fine_spec", default=None, metavar="LAYOUT:ROOT:SPLIT",
-              help="Fine-labelled split for the class shares [default: a Cityscapes source's train split].")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Pipeline TOML whose class list (names, colours, label ids) to use.")
-@click.option("--worst", default=12, show_default=True, type=click.IntRange(0),
-              help="Images in the lowest-mean-confidence sheet.")
-@click.option("--sample", default=12, show_default=True, type=click.IntRange(0),
-              help="Images in the random sheet.")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for index.html and its pictures [default: OUT/report].",
+)
+@click.option(
+    "--evaluation",
+    "evaluations",
+    multiple=True,
+    metavar="NAME=JSON",
+    help="An `autolabel evaluate` JSON to show as a column (repeatable, in this order).",
+)
+@click.option(
+    "--audit",
+    "audits",
+    multiple=True,
+    metavar="NAME=JSON",
+    help="An `autolabel evaluate-labels --out` JSON to show as a row (repeatable).",
+)
+@click.option(
+    "--fine",
+    "fine_spec",
+    default=None,
+    metavar="LAYOUT:ROOT:SPLIT",
+    help="Fine-labelled split for the class shares [default: a Cityscapes source's train split].",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Pipeline TOML whose class list (names, colours, label ids) to use.",
+)
+@click.option(
+    "--worst", default=12, show_default=True, type=click.IntRange(0), help="Images in the lowest-mean-confidence sheet."
+)
+@click.option("--sample", default=12, show_default=True, type=click.IntRange(0), help="Images in the random sheet.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sheet.")
-def report(out: Path, dest: Path | None, evaluations: tuple[str, ...], audits: tuple[str, ...],
-           fine_spec: str | None,
-           config_path: Path | None, worst: int, sample: int, seed: int) -> None:
+def report(
+    out: Path,
+    dest: Path | None,
+    evaluations: tuple[str, ...],
+    audits: tuple[str, ...],
+    fine_spec: str | None,
+    config_path: Path | None,
+    worst: int,
+    sample: int,
+    seed: int,
+) -> None:
     """Write an HTML report of the label set in OUT: counts, errors, time, class shares vs human labels,
     coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse)."""
     classes = class_set_from_config(load_pipeline(config_path, ()).classes) if config_path else None
     named = dict(parse_named_file(t, "--evaluation") for t in evaluations)
     steps = ("overview", "reference labels", "confidence", "sheets", "page")
     with progress(length=len(steps), label="report") as bar:
-        page = build_report(out, dest, evaluations=named, classes=classes,
-                            audits=dict(parse_named_file(t, "--audit") for t in audits),
-                            fine_source=parse_dataset_spec(fine_spec) if fine_spec else None,
-                            options=ReportOptions(worst=worst, sample=sample, seed=seed),
-                            on_step=lambda name: bar.update(1))
+        page = build_report(
+            out,
+            dest,
+            evaluations=named,
+            classes=classes,
+            audits=dict(parse_named_file(t, "--audit") for t in audits),
+            fine_source=parse_dataset_spec(fine_spec) if fine_spec else None,
+            options=ReportOptions(worst=worst, sample=sample, seed=seed),
+            on_step=lambda name: bar.update(1),
+        )
     click.echo(f"report: {page}")

@@ -83,17 +83,21 @@ def discover_cityscapes(root: str | Path, split: str) -> list[Sample]:
     split_dir = images_root / split
     if not split_dir.is_dir():
         available = sorted(p.name for p in images_root.glob("*") if p.is_dir())
-        raise DataError(f"{split_dir}: split {split!r} not found; available splits: "
-                        f"{', '.join(available) or 'none (is this a Cityscapes root?)'}")
+        raise DataError(
+            f"{split_dir}: split {split!r} not found; available splits: "
+            f"{', '.join(available) or 'none (is this a Cityscapes root?)'}"
+        )
     samples = []
     for image in sorted(split_dir.glob(f"*/*{CITYSCAPES_IMAGE_TAG}.png")):
         city, stem = image.parent.name, image.name[: -len(f"{CITYSCAPES_IMAGE_TAG}.png")]
-        samples.append(Sample(
-            id=_sample_id(image, images_root),
-            image=image,
-            label=_existing(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"),
-            coarse=_existing(root / "gtCoarse" / split / city / f"{stem}_gtCoarse_labelIds.png"),
-        ))
+        samples.append(
+            Sample(
+                id=_sample_id(image, images_root),
+                image=image,
+                label=_existing(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"),
+                coarse=_existing(root / "gtCoarse" / split / city / f"{stem}_gtCoarse_labelIds.png"),
+            )
+        )
     _warn_partial_labels(samples, split_dir)
     return _nonempty(samples, split_dir)
 
@@ -102,8 +106,7 @@ def _warn_partial_labels(samples: list[Sample], where: Path) -> None:
     for kind in ("label", "coarse"):
         have = sum(getattr(s, kind) is not None for s in samples)
         if 0 < have < len(samples):
-            logger.warning("%s: %d of %d images have no %s label map", where, len(samples) - have,
-                           len(samples), kind)
+            logger.warning("%s: %d of %d images have no %s label map", where, len(samples) - have, len(samples), kind)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -143,15 +146,15 @@ def mapillary_class_set(root: str | Path) -> ClassSet:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
         entries = config["labels"]
-        classes = [(value, e["name"], e["color"]) for value, e in enumerate(entries)
-                   if e.get("evaluate", True)]
+        classes = [(value, e["name"], e["color"]) for value, e in enumerate(entries) if e.get("evaluate", True)]
     except FileNotFoundError:
         raise DataError(f"{path}: Mapillary config not found (it lists the dataset's classes)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read Mapillary config ({exc})") from None
     except (KeyError, TypeError) as exc:
-        raise DataError(f"{path}: expected {{'labels': [{{'name': ..., 'color': [r, g, b]}}, ...]}} "
-                        f"(missing {exc})") from None
+        raise DataError(
+            f"{path}: expected {{'labels': [{{'name': ..., 'color': [r, g, b]}}, ...]}} (missing {exc})"
+        ) from None
     try:
         return custom_class_set(
             names=tuple(name for _, name, _ in classes),
@@ -257,8 +260,7 @@ def discover_filelist(path: str | Path) -> list[Sample]:
                 raise DataError(f"{path}:{number}: {kind} {file} not found")
         sample_id = _list_entry_id(image_text.strip(), base)
         if sample_id in by_id:
-            raise DataError(f"{path}:{number}: {image_text.strip()!r} has the same id {sample_id!r} as an "
-                            "earlier line")
+            raise DataError(f"{path}:{number}: {image_text.strip()!r} has the same id {sample_id!r} as an earlier line")
         by_id[sample_id] = Sample(id=sample_id, image=image, label=label)
     return _nonempty([by_id[i] for i in sorted(by_id)], path)
 

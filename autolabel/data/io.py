@@ -80,12 +80,13 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
-        raise DataError(f"{path}: image too large ({width}x{height} = {width * height} pixels, "
-                        f"limit {max_pixels}; raise data.max_image_pixels if this is intended)")
+        raise DataError(
+            f"{path}: image too large ({width}x{height} = {width * height} pixels, "
+            f"limit {max_pixels}; raise data.max_image_pixels if this is intended)"
+        )
     if _has_16_bit_samples(image, path):
         image.close()
-        raise DataError(f"{path}: 16-bit or floating-point image (mode {image.mode!r}); expected 8 bits per "
-                        "channel")
+        raise DataError(f"{path}: 16-bit or floating-point image (mode {image.mode!r}); expected 8 bits per channel")
     return image
 
 
@@ -117,8 +118,10 @@ def read_label(path: str | Path, lut: np.ndarray | None = None, max_pixels: int 
     path = Path(path)
     with _open(path, max_pixels) as image:
         if image.mode not in _LABEL_MODES:
-            raise DataError(f"{path}: label map has mode {image.mode!r}; expected a single-channel 8-bit "
-                            "image ('L', or 'P' whose indices are the labels)")
+            raise DataError(
+                f"{path}: label map has mode {image.mode!r}; expected a single-channel 8-bit "
+                "image ('L', or 'P' whose indices are the labels)"
+            )
         _decode(image, path)
         # np.asarray of a 'P' image gives the palette indices, which is what the label values are.
         label = np.asarray(image, dtype=np.uint8)
@@ -168,9 +171,14 @@ def encode_label_png(array: np.ndarray, compress_level: int = 9) -> bytes:
     np.subtract(labels[1:], labels[:-1], out=rows[1:, 1:])  # uint8 wraps: mod 256, as PNG specifies
     deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9)  # memLevel 9: a little smaller output
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, deflate, no interlace
-    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
-                     _png_chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()),
-                     _png_chunk(b"IEND", b"")))
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -205,9 +205,7 @@ class _Street:
 
     def band(self, name: str, side: int) -> tuple[float, float]:
         """(u_lo, u_hi) of the ``name`` band on side 0 (left) or 1 (right)."""
-        matches = [
-            (lo, hi) for cls, lo, hi in self.bands if cls == name and (hi <= self.road[0]) == (side == 0)
-        ]
+        matches = [(lo, hi) for cls, lo, hi in self.bands if cls == name and (hi <= self.road[0]) == (side == 0)]
         return matches[0]
 
 
@@ -264,9 +262,7 @@ def _facade_coords(canvas: _Canvas, street: _Street, side: int, foot_u: float):
     return np.flatnonzero(on_side & (s > 0)), s
 
 
-def _draw_buildings(
-    canvas: _Canvas, street: _Street, side: int, foot_u: float, rng: np.random.Generator
-) -> None:
+def _draw_buildings(canvas: _Canvas, street: _Street, side: int, foot_u: float, rng: np.random.Generator) -> None:
     """A row of building blocks on the plane over ``foot_u``: per-block height and colour, window grid."""
     cols, s_all = _facade_coords(canvas, street, side, foot_u)
     if cols.size == 0:
@@ -335,9 +331,7 @@ def _draw_ground(canvas: _Canvas, street: _Street, rng: np.random.Generator) -> 
     canvas.shade(dashes, rng.uniform(200, 240, size=3), ys=ys, grain=3.0, blotch=2.0)
 
 
-def _draw_pole(
-    canvas: _Canvas, street: _Street, side: int, kind: str, rng: np.random.Generator, t: float
-) -> None:
+def _draw_pole(canvas: _Canvas, street: _Street, side: int, kind: str, rng: np.random.Generator, t: float) -> None:
     """A pole 1-3 px wide (at any image size) on a sidewalk, carrying a sign, a traffic light or nothing."""
     lo, hi = street.band("sidewalk", side)
     x, foot, scale = street.ground_point(rng.uniform(lo, hi), t, canvas.height)
@@ -394,17 +388,13 @@ def _draw_sign(canvas: _Canvas, cx: float, top: float, size: float, rng: np.rand
         canvas.shade(imask & (canvas.inst[iys, ixs] == inst), (235, 235, 235), ys=iys, xs=ixs, grain=3.0)
 
 
-def _draw_traffic_light(
-    canvas: _Canvas, cx: float, top: float, width: float, rng: np.random.Generator
-) -> None:
+def _draw_traffic_light(canvas: _Canvas, cx: float, top: float, width: float, rng: np.random.Generator) -> None:
     height = 2.6 * width
     window = canvas.rect(cx - width / 2, cx + width / 2, top, top + height)
     if window is None:
         return
     ys, xs, mask = window
-    canvas.paint(
-        mask, "traffic light", rng.uniform(20, 45, size=3), ys=ys, xs=xs, grain=3.0, blotch=2.0, keep_prob=0.3
-    )
+    canvas.paint(mask, "traffic light", rng.uniform(20, 45, size=3), ys=ys, xs=xs, grain=3.0, blotch=2.0, keep_prob=0.3)
     lamp = int(rng.integers(0, 3))
     colour = ((230, 40, 30), (240, 180, 20), (40, 220, 90))[lamp]
     bulb = canvas.ellipse(cx, top + height * (lamp + 0.5) / 3, width * 0.3, width * 0.3)
@@ -464,9 +454,7 @@ def _draw_car(canvas: _Canvas, street: _Street, rng: np.random.Generator, t: flo
         ys, xs, mask = glass
         canvas.shade(mask, rng.uniform(30, 80, size=3), ys=ys, xs=xs, grain=3.0, blotch=4.0)
     for offset in (-0.42, 0.42):
-        light = canvas.rect(
-            x + offset * w - 0.06 * w, x + offset * w + 0.06 * w, foot - 0.55 * h, foot - 0.47 * h
-        )
+        light = canvas.rect(x + offset * w - 0.06 * w, x + offset * w + 0.06 * w, foot - 0.55 * h, foot - 0.47 * h)
         if light is not None:
             ys, xs, mask = light
             canvas.shade(mask, (200, 30, 30), ys=ys, xs=xs, grain=3.0, blotch=0.0)
@@ -509,9 +497,7 @@ def _draw_tree(canvas: _Canvas, street: _Street, side: int, rng: np.random.Gener
     x, foot, scale = street.ground_point(rng.uniform(lo, hi), t, canvas.height)
     inst = canvas.instance(keep_prob=0.7)
     trunk = canvas.rect(x - 0.05 * scale, x + 0.05 * scale + 1, foot - 1.6 * scale, foot)
-    crown = canvas.ellipse(
-        x, foot - 2.1 * scale, scale * rng.uniform(0.5, 0.9), scale * rng.uniform(0.6, 1.0)
-    )
+    crown = canvas.ellipse(x, foot - 2.1 * scale, scale * rng.uniform(0.5, 0.9), scale * rng.uniform(0.6, 1.0))
     for window, colour, grain in (
         (trunk, rng.uniform(50, 90) * np.array([1, 0.8, 0.6]), 4.0),
         (crown, _vegetation_colour(rng), 16.0),
@@ -533,9 +519,7 @@ class Scene:
 
     def coarse(self) -> np.ndarray:
         """Coarse labelIds for this scene (see :func:`coarse_from_fine`)."""
-        return coarse_from_fine(
-            self.label, self.inst, self.keep, self.loose, coarse_band_px(self.label.shape[0])
-        )
+        return coarse_from_fine(self.label, self.inst, self.keep, self.loose, coarse_band_px(self.label.shape[0]))
 
 
 def _draw_backdrop(canvas: _Canvas, street: _Street, rng: np.random.Generator) -> None:
@@ -634,9 +618,7 @@ def _blocks_all(mask: np.ndarray, block: int) -> np.ndarray:
     return np.repeat(np.repeat(cells, block, axis=0), block, axis=1)[:h, :w] & mask
 
 
-def coarse_from_fine(
-    label: np.ndarray, inst: np.ndarray, keep: np.ndarray, loose: np.ndarray, band: int
-) -> np.ndarray:
+def coarse_from_fine(label: np.ndarray, inst: np.ndarray, keep: np.ndarray, loose: np.ndarray, band: int) -> np.ndarray:
     """Cityscapes-like coarse labelIds: regions shrunk away from every instance boundary by more than ``band``
     pixels (twice that for ``loose`` instances), blocky edges, unkept instances dropped, void = 0."""
     edge = _edges(inst)
@@ -729,9 +711,7 @@ def _check_output(out: Path, settings: SynthSettings, counts: dict[str, int]) ->
     try:
         previous = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise OutputError(
-            f"{meta_path}: unreadable ({exc}); delete {out} or choose another directory"
-        ) from None
+        raise OutputError(f"{meta_path}: unreadable ({exc}); delete {out} or choose another directory") from None
     if previous.get("settings") != asdict(settings):
         raise OutputError(
             f"{out}: holds a synthetic city made with {_describe(previous.get('settings'))}, not "
@@ -797,9 +777,7 @@ def make_synthetic_city(
     _check_output(out, settings, counts)
     _write_json(out / "synth.json", _metadata(settings, counts, None))  # claims the folder before the images
     tasks = [
-        (split, range(start, min(start + _CHUNK, n)))
-        for split, n in counts.items()
-        for start in range(0, n, _CHUNK)
+        (split, range(start, min(start + _CHUNK, n))) for split, n in counts.items() for start in range(0, n, _CHUNK)
     ]
     histogram = np.zeros(256, dtype=np.int64)
     workers = min(workers, len(tasks))  # a pool costs a second or so to start: not worth it for one task
@@ -813,8 +791,7 @@ def make_synthetic_city(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {
-                pool.submit(_write_chunk, str(out), split, indices, settings): len(indices)
-                for split, indices in tasks
+                pool.submit(_write_chunk, str(out), split, indices, settings): len(indices) for split, indices in tasks
             }
             try:
                 for future in as_completed(futures):

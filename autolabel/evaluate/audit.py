@@ -46,8 +46,11 @@ def cityscapes_reference(image: str | Path, kind: str) -> Path | None:
 def reference_path(row: dict[str, Any], reference: str) -> Path | None:
     """The human label of a manifest row: Cityscapes gtFine/gtCoarse next to the image, or
     ``DIR/<id>.png``."""
-    path = cityscapes_reference(row["image"], reference) if reference in CITYSCAPES_REFERENCES else (
-        Path(reference) / f"{row['id']}.png")
+    path = (
+        cityscapes_reference(row["image"], reference)
+        if reference in CITYSCAPES_REFERENCES
+        else (Path(reference) / f"{row['id']}.png")
+    )
     return path if path is not None and path.is_file() else None
 
 
@@ -97,34 +100,48 @@ def scores(kept: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
     total = kept.sum()
     return {
         "coverage": _clean(1.0 - kept[:, c].sum() / total) if total else None,
-        "coverage_of_reference": (_clean(1.0 - kept[:c, c].sum() / ref_pixels.sum())
-                                  if ref_pixels.sum() else None),
+        "coverage_of_reference": (_clean(1.0 - kept[:c, c].sum() / ref_pixels.sum()) if ref_pixels.sum() else None),
         "accuracy": _clean(tp.sum() / both.sum()) if both.sum() else None,
         "miou": _clean(np.nanmean(iou)) if np.isfinite(iou).any() else None,
         "classes": {
-            name: {"precision": _clean(precision[i]), "recall": _clean(recall[i]), "iou": _clean(iou[i]),
-                   "coverage": _clean(1.0 - kept[i, c] / ref_pixels[i]) if ref_pixels[i] else None,
-                   "reference_pixels": int(ref_pixels[i])}
+            name: {
+                "precision": _clean(precision[i]),
+                "recall": _clean(recall[i]),
+                "iou": _clean(iou[i]),
+                "coverage": _clean(1.0 - kept[i, c] / ref_pixels[i]) if ref_pixels[i] else None,
+                "reference_pixels": int(ref_pixels[i]),
+            }
             for i, name in enumerate(class_names)
         },
     }
 
 
-def sweep(hist: AuditHistogram, ladder: tuple[float, ...], class_names: tuple[str, ...]
-          ) -> list[dict[str, Any]]:
+def sweep(hist: AuditHistogram, ladder: tuple[float, ...], class_names: tuple[str, ...]) -> list[dict[str, Any]]:
     """Precision and coverage per class (and overall) at every threshold of the ladder."""
     out = []
     for rung, threshold in enumerate(ladder):
         s = scores(hist.kept(rung), class_names)
-        out.append({"threshold": threshold, "coverage": s["coverage"], "accuracy": s["accuracy"],
-                    "precision": {n: v["precision"] for n, v in s["classes"].items()},
-                    "class_coverage": {n: v["coverage"] for n, v in s["classes"].items()}})
+        out.append(
+            {
+                "threshold": threshold,
+                "coverage": s["coverage"],
+                "accuracy": s["accuracy"],
+                "precision": {n: v["precision"] for n, v in s["classes"].items()},
+                "class_coverage": {n: v["coverage"] for n, v in s["classes"].items()},
+            }
+        )
     return out
 
 
-def audit_labelset(out: str | Path, reference: str, classes: ClassSet, *, reference_train_ids: bool = False,
-                   max_pixels: int | None = None, on_image: Callable[[], None] | None = None
-                   ) -> dict[str, Any]:
+def audit_labelset(
+    out: str | Path,
+    reference: str,
+    classes: ClassSet,
+    *,
+    reference_train_ids: bool = False,
+    max_pixels: int | None = None,
+    on_image: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Compare the label set in ``out`` with human labels: ``gtFine``, ``gtCoarse`` or a folder
     ``DIR/<id>.png``.
 
@@ -135,8 +152,10 @@ def audit_labelset(out: str | Path, reference: str, classes: ClassSet, *, refere
         raise DataError(f"--reference {reference}: expected gtFine, gtCoarse or an existing folder of labels")
     meta = read_labelset(out)
     if tuple(meta.get("classes") or ()) != classes.names:
-        raise LabelSetError(f"{out}: the label set's classes {meta.get('classes')} differ from the "
-                            f"configured classes {list(classes.names)}")
+        raise LabelSetError(
+            f"{out}: the label set's classes {meta.get('classes')} differ from the "
+            f"configured classes {list(classes.names)}"
+        )
     ladder = tuple(float(t) for t in meta["ladder"])
     lut = classes.label_to_train_lut()
     auto_lut = lut if meta.get("label_values") == "label_ids" else None
@@ -150,8 +169,10 @@ def audit_labelset(out: str | Path, reference: str, classes: ClassSet, *, refere
         auto = read_label(out / row["label"], auto_lut, max_pixels)
         ref = read_label(ref_path, None if reference_train_ids else lut, max_pixels)
         if ref.shape != auto.shape:
-            raise DataError(f"{ref_path}: reference is {ref.shape[1]}x{ref.shape[0]}, the auto label "
-                            f"{out / row['label']} is {auto.shape[1]}x{auto.shape[0]}")
+            raise DataError(
+                f"{ref_path}: reference is {ref.shape[1]}x{ref.shape[0]}, the auto label "
+                f"{out / row['label']} is {auto.shape[1]}x{auto.shape[0]}"
+            )
         codes = _codes(out, row["id"], auto)
         if codes is None:  # without a store: labelled pixels are "above the set's threshold", code 1
             codes = (auto != classes.ignore_index).astype(np.uint8)
@@ -164,11 +185,16 @@ def audit_labelset(out: str | Path, reference: str, classes: ClassSet, *, refere
     if images == 0:
         raise DataError(f"{out}: none of the label set's images has a {reference} reference label")
     if without_reference:
-        logger.warning("%s: %d images have no %s reference and are not audited", out, without_reference,
-                       reference)
-    report = {"labelset": str(out), "labelset_id": meta["labelset_id"], "reference": reference,
-              "threshold": meta["threshold"], "images": images, "images_without_reference": without_reference,
-              **scores(hist.kept(0), classes.names)}
+        logger.warning("%s: %d images have no %s reference and are not audited", out, without_reference, reference)
+    report = {
+        "labelset": str(out),
+        "labelset_id": meta["labelset_id"],
+        "reference": reference,
+        "threshold": meta["threshold"],
+        "images": images,
+        "images_without_reference": without_reference,
+        **scores(hist.kept(0), classes.names),
+    }
     # the sweep needs every audited image's codes; a partial store would mix thresholds
     report["sweep"] = sweep(hist, ladder, classes.names) if with_codes == images else None
     return report
@@ -193,8 +219,9 @@ def audit_table(report: dict[str, Any]) -> str:
 
     lines = [f"{'class':<{width}}  prec.  recall  IoU    cover."]
     for name, v in report["classes"].items():
-        lines.append(f"{name:<{width}}  {pct(v['precision'])}  {pct(v['recall'])}   {pct(v['iou'])}  "
-                     f"{pct(v['coverage'])}")
+        lines.append(
+            f"{name:<{width}}  {pct(v['precision'])}  {pct(v['recall'])}   {pct(v['iou'])}  {pct(v['coverage'])}"
+        )
     lines.append(f"{'mIoU':<{width}}  {pct(report['miou'])}")
     lines.append(f"{'coverage':<{width}}  {pct(report['coverage'])}")
     return "\n".join(lines)

@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 TRAIN_IDS_DIR = "trainIds"
 LABEL_IDS_DIR = "labelIds"
 _CITYSCAPES_TAG = "_leftImg8bit"
-DATA_SPEC_HELP = ("cityscapes:ROOT:SPLIT, mapillary:ROOT:SPLIT, folder:IMAGES:LABELS, filelist:LIST, "
-                  "a pipeline .toml (its data section, val split), or a folder holding images/ and labels/")
+DATA_SPEC_HELP = (
+    "cityscapes:ROOT:SPLIT, mapillary:ROOT:SPLIT, folder:IMAGES:LABELS, filelist:LIST, "
+    "a pipeline .toml (its data section, val split), or a folder holding images/ and labels/"
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,7 @@ def _folder_with_labels(images: Path, labels: Path) -> list[Sample]:
     """Images under ``images``; the label of image id X is ``labels/X.png``."""
     if not labels.is_dir():
         raise DataError(f"{labels}: label folder not found")
-    return [Sample(id=s.id, image=s.image, label=_existing(labels / f"{s.id}.png"))
-            for s in discover_folder(images)]
+    return [Sample(id=s.id, image=s.image, label=_existing(labels / f"{s.id}.png")) for s in discover_folder(images)]
 
 
 def _existing(path: Path) -> Path | None:
@@ -108,8 +109,9 @@ def labelled_only(samples: Sequence[Sample], where: str) -> list[Sample]:
     if not labelled:
         raise DataError(f"{where}: none of the {len(samples)} images has a label to evaluate against")
     if len(labelled) < len(samples):
-        logger.warning("%s: %d of %d images have no label and are not evaluated", where,
-                       len(samples) - len(labelled), len(samples))
+        logger.warning(
+            "%s: %d of %d images have no label and are not evaluated", where, len(samples) - len(labelled), len(samples)
+        )
     return labelled
 
 
@@ -136,8 +138,7 @@ class PredictionWriter:
     def write(self, sample_id: str, pred: np.ndarray) -> None:
         write_label_png(self.out / TRAIN_IDS_DIR / f"{sample_id}.png", pred, compress_level=6)
         if self.to_label is not None:
-            write_label_png(self.out / LABEL_IDS_DIR / label_id_name(sample_id), self.to_label[pred],
-                            compress_level=6)
+            write_label_png(self.out / LABEL_IDS_DIR / label_id_name(sample_id), self.to_label[pred], compress_level=6)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,11 +150,19 @@ def _shard(samples: Sequence[Sample], rank: int, world_size: int) -> list[Sample
 
 
 @torch.inference_mode()
-def evaluate_model(model: nn.Module, samples: Sequence[Sample], lut: np.ndarray | None,
-                   class_names: Sequence[str], *, device: torch.device | str = "cpu",
-                   settings: EvalSettings = EvalSettings(), writer: PredictionWriter | None = None,
-                   on_image: Callable[[], None] | None = None,
-                   rank: int = 0, world_size: int = 1) -> SegMetrics:
+def evaluate_model(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    lut: np.ndarray | None,
+    class_names: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    settings: EvalSettings = EvalSettings(),
+    writer: PredictionWriter | None = None,
+    on_image: Callable[[], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> SegMetrics:
     """mIoU of ``model`` on ``samples`` (labels mapped to train ids by ``lut``), whole images, one at a time.
 
     With ``world_size > 1`` each rank evaluates every ``world_size``-th image and the confusion matrices are
@@ -161,8 +170,9 @@ def evaluate_model(model: nn.Module, samples: Sequence[Sample], lut: np.ndarray 
     """
     device = torch.device(device)
     dataset = EvalDataset(_shard(samples, rank, world_size), lut, settings.max_pixels)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=settings.workers,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=1, num_workers=settings.workers, pin_memory=device.type == "cuda"
+    )
     num_classes = len(class_names)
     matrix = ConfusionMatrix(num_classes, device=device)
     was_training = model.training
@@ -170,8 +180,9 @@ def evaluate_model(model: nn.Module, samples: Sequence[Sample], lut: np.ndarray 
     try:
         for batch in loader:
             images = normalise(batch["image"].to(device, non_blocking=True), settings.mean, settings.std)
-            logits = predict_logits(model, images, settings.scales, flip=settings.flip,
-                                    tile_size=settings.tile_size)["pred"]  # (1, C, H, W)
+            logits = predict_logits(model, images, settings.scales, flip=settings.flip, tile_size=settings.tile_size)[
+                "pred"
+            ]  # (1, C, H, W)
             pred = logits.argmax(1)  # (1, H, W)
             matrix.update(pred, batch["label"].to(device))
             if writer is not None:

@@ -10,5 +10,12 @@ from autolabel.generate.confidence import load_confidence, make_ladder, rethresh
 from autolabel.generate.inference import predict_logits, threshold_on_device
 from autolabel.generate.labelset import read_labelset, read_manifest
 
-__all__ = ["load_confidence", "make_ladder", "predict_logits", "read_labelset", "read_manifest",
-           "rethreshold_array", "threshold_on_device"]
+__all__ = [
+    "load_confidence",
+    "make_ladder",
+    "predict_logits",
+    "read_labelset",
+    "read_manifest",
+    "rethreshold_array",
+    "threshold_on_device",
+]

@@ -74,12 +74,15 @@ def rung_index(threshold: float, ladder: Sequence[float], floor: float | None = 
     for i, t in enumerate(ladder):
         if abs(t - threshold) < 1e-9 and t in valid:
             return i
-    raise LabelSetError(f"threshold {threshold} is not on this label set's confidence ladder; valid "
-                        f"thresholds: {', '.join(f'{t:g}' for t in valid)}")
+    raise LabelSetError(
+        f"threshold {threshold} is not on this label set's confidence ladder; valid "
+        f"thresholds: {', '.join(f'{t:g}' for t in valid)}"
+    )
 
 
-def rethreshold_array(labels: np.ndarray, codes: np.ndarray, threshold: float,
-                      ladder: Sequence[float], ignore_index: int = IGNORE) -> np.ndarray:
+def rethreshold_array(
+    labels: np.ndarray, codes: np.ndarray, threshold: float, ladder: Sequence[float], ignore_index: int = IGNORE
+) -> np.ndarray:
     """Labels (train ids) kept only where the probability is above ``threshold`` (a ladder value)."""
     if labels.shape != codes.shape:
         raise LabelSetError(f"label shape {labels.shape} != confidence shape {codes.shape}")
@@ -101,8 +104,12 @@ def init_store(out: Path, ladder: Sequence[float]) -> None:
     if (path / "zarr.json").exists():
         return
     try:
-        zarr.create_group(store=zarr.storage.LocalStore(path), zarr_format=3, overwrite=False,
-                          attributes={"ladder": list(ladder), "codes": "k: ladder[k-1] < p <= ladder[k]"})
+        zarr.create_group(
+            store=zarr.storage.LocalStore(path),
+            zarr_format=3,
+            overwrite=False,
+            attributes={"ladder": list(ladder), "codes": "k: ladder[k-1] < p <= ladder[k]"},
+        )
     except zarr.errors.ContainsGroupError:
         pass  # another shard job created it a moment ago (zarr writes its zarr.json atomically)
 
@@ -110,12 +117,16 @@ def init_store(out: Path, ladder: Sequence[float]) -> None:
 def array_metadata(shape: Sequence[int], level: int = ZSTD_LEVEL) -> bytes:
     """``zarr.json`` of a one-chunk uint8 array of up-filtered codes (zarr v3 spec: bytes + zstd codecs)."""
     meta = {
-        "zarr_format": 3, "node_type": "array", "shape": list(shape), "data_type": "uint8",
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(shape),
+        "data_type": "uint8",
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(shape)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": 0,
         "codecs": [{"name": "bytes"}, {"name": "zstd", "configuration": {"level": level, "checksum": False}}],
-        "attributes": UP_FILTER, "storage_transformers": [],
+        "attributes": UP_FILTER,
+        "storage_transformers": [],
     }
     return json.dumps(meta, indent=2).encode("utf-8")
 

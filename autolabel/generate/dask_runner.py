@@ -58,8 +58,14 @@ class TeacherPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, checkpoint: Path, classes: ClassSet | None, settings: GenerateConfig, data: DataConfig,
-                 torch_threads: int | None = None):
+    def __init__(
+        self,
+        checkpoint: Path,
+        classes: ClassSet | None,
+        settings: GenerateConfig,
+        data: DataConfig,
+        torch_threads: int | None = None,
+    ):
         self.checkpoint = Path(checkpoint)
         self.classes = classes
         self.settings = settings
@@ -86,24 +92,44 @@ def worker_teacher() -> Teacher:
     return plugin.teacher
 
 
-def label_chunk_task(chunk: Chunk, settings: WriteSettings, max_pixels: int | None, fail_fast: bool,
-                     encode_workers: int, decode_workers: int) -> list[dict[str, Any]]:
+def label_chunk_task(
+    chunk: Chunk,
+    settings: WriteSettings,
+    max_pixels: int | None,
+    fail_fast: bool,
+    encode_workers: int,
+    decode_workers: int,
+) -> list[dict[str, Any]]:
     """A Dask task: label one chunk on this worker's teacher and write its manifest part."""
-    return process_chunks(worker_teacher(), [chunk], settings, max_pixels=max_pixels, fail_fast=fail_fast,
-                          encode_workers=encode_workers, decode_workers=decode_workers)
+    return process_chunks(
+        worker_teacher(),
+        [chunk],
+        settings,
+        max_pixels=max_pixels,
+        fail_fast=fail_fast,
+        encode_workers=encode_workers,
+        decode_workers=decode_workers,
+    )
 
 
 def local_cluster(workers: int, device: str) -> LocalCluster:
     """Worker processes on this machine (one per GPU on a GPU host when ``workers`` is 0)."""
     if workers <= 0:
         workers = torch.cuda.device_count() if worker_device(device, 0).startswith("cuda") else 1
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        silence_logs=logging.WARNING)
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.WARNING
+    )
 
 
-def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None, *,
-                      workers: int = 0, scheduler: str | None = None,
-                      on_image: ProgressFn | None = None) -> GenerateResult:
+def run_generate_dask(
+    job: GenerateJob,
+    samples: Sequence[Sample],
+    classes: ClassSet | None = None,
+    *,
+    workers: int = 0,
+    scheduler: str | None = None,
+    on_image: ProgressFn | None = None,
+) -> GenerateResult:
     """Like :func:`~autolabel.generate.runner.run_generate`, with chunks spread over a Dask cluster.
 
     ``scheduler`` is the address of an existing cluster; otherwise a local cluster of ``workers`` processes
@@ -134,8 +160,14 @@ def run_generate_dask(job: GenerateJob, samples: Sequence[Sample], classes: Clas
     return result
 
 
-def _run_tasks(client: Client, job: GenerateJob, classes: ClassSet, chunks: Sequence[Chunk],
-               on_image: ProgressFn | None, local: bool) -> list[dict[str, Any]]:
+def _run_tasks(
+    client: Client,
+    job: GenerateJob,
+    classes: ClassSet,
+    chunks: Sequence[Chunk],
+    on_image: ProgressFn | None,
+    local: bool,
+) -> list[dict[str, Any]]:
     """Submit one task per chunk and gather the rows; a local cluster's workers split the cores."""
     if not chunks:
         return []
@@ -146,9 +178,20 @@ def _run_tasks(client: Client, job: GenerateJob, classes: ClassSet, chunks: Sequ
     client.register_plugin(TeacherPlugin(job.teacher, classes, job.generate, job.data, threads))
     settings = write_settings(job, classes)
     g = job.generate
-    futures = {client.submit(label_chunk_task, chunk, settings, job.data.max_image_pixels, job.fail_fast,
-                             g.encode_workers, g.decode_workers, retries=TASK_RETRIES, pure=False): chunk
-               for chunk in chunks}
+    futures = {
+        client.submit(
+            label_chunk_task,
+            chunk,
+            settings,
+            job.data.max_image_pixels,
+            job.fail_fast,
+            g.encode_workers,
+            g.decode_workers,
+            retries=TASK_RETRIES,
+            pure=False,
+        ): chunk
+        for chunk in chunks
+    }
     rows: list[dict[str, Any]] = []
     try:
         for future in as_completed(futures):

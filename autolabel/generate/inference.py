@@ -22,8 +22,15 @@ Outputs = dict[str, torch.Tensor]
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool = False,
-                   tile_size: int = 0, tile_overlap: float = 0.25, keys: Collection[str] | None = None) -> Outputs:
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool = False,
+    tile_size: int = 0,
+    tile_overlap: float = 0.25,
+    keys: Collection[str] | None = None,
+) -> Outputs:
     """Fused logits ``"pred"`` (B, C, H, W) plus the model's per-scale keys, in eval mode without gradients.
 
     Args:
@@ -75,8 +82,15 @@ def _starts(length: int, window: int, overlap: float) -> list[int]:
     return sorted({min(i * stride, length - window) for i in range(count)})
 
 
-def _predict_tiled(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool,
-                   window: tuple[int, int], overlap: float, keys: Collection[str] | None = None) -> Outputs:
+def _predict_tiled(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool,
+    window: tuple[int, int],
+    overlap: float,
+    keys: Collection[str] | None = None,
+) -> Outputs:
     """Sliding-window prediction; every output key is stitched at its own resolution and averaged."""
     height, width = images.shape[-2:]
     sums: Outputs = {}
@@ -110,8 +124,9 @@ class ThresholdedBatch:
     mean_confidence: torch.Tensor  # (B,) float32: mean max probability over all pixels
 
 
-def threshold_batch(logits: torch.Tensor, threshold: float, ladder: Sequence[float],
-                    ignore_index: int = IGNORE) -> ThresholdedBatch:
+def threshold_batch(
+    logits: torch.Tensor, threshold: float, ladder: Sequence[float], ignore_index: int = IGNORE
+) -> ThresholdedBatch:
     """Softmax, max and argmax on the logits' device; ``max prob <= threshold`` gives ``ignore_index``.
 
     The comparison is made in float32 against ``float32(threshold)``, the same comparison the confidence codes
@@ -121,12 +136,12 @@ def threshold_batch(logits: torch.Tensor, threshold: float, ladder: Sequence[flo
     max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
     keep = max_prob > torch.tensor(threshold, dtype=torch.float32, device=logits.device)
     labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
-    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder),
-                            mean_confidence=max_prob.mean(dim=(1, 2)))
+    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder), mean_confidence=max_prob.mean(dim=(1, 2)))
 
 
-def threshold_on_device(logits: torch.Tensor, threshold: float,
-                        ladder: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def threshold_on_device(
+    logits: torch.Tensor, threshold: float, ladder: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(labels, confidence_codes)``: uint8 (B, H, W) on the logits' device; see :func:`threshold_batch`."""
     out = threshold_batch(logits, threshold, ladder)
     return out.labels, out.codes

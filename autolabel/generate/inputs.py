@@ -33,8 +33,10 @@ def parse_dataset_spec(spec: str) -> dict[str, Any]:
     layout, sep, rest = spec.partition(":")
     root, _, split = rest.rpartition(":") if rest.count(":") >= 1 else (rest, "", "")
     if not sep or layout not in LAYOUTS or not root:
-        raise ConfigError(f"--dataset {spec!r}: expected LAYOUT:ROOT:SPLIT with LAYOUT one of "
-                          f"{', '.join(LAYOUTS)}, e.g. cityscapes:/data/cityscapes:train_extra")
+        raise ConfigError(
+            f"--dataset {spec!r}: expected LAYOUT:ROOT:SPLIT with LAYOUT one of "
+            f"{', '.join(LAYOUTS)}, e.g. cityscapes:/data/cityscapes:train_extra"
+        )
     return {"layout": layout, "root": str(Path(root).resolve()), "split": split}
 
 

@@ -38,22 +38,24 @@ FORMAT_VERSION = 1
 _UNHASHED = ("labelset_id", "source", "rethresholded_from")
 
 CENTROID_TYPE = pa.struct([("cls", pa.int32()), ("y", pa.int32()), ("x", pa.int32())])
-MANIFEST_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("image", pa.string()),  # source image path as discovered
-    ("label", pa.string()),  # label PNG path relative to OUT (null on error rows)
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("status", pa.string()),  # "ok" | "error"
-    ("error", pa.string()),
-    ("class_counts", pa.list_(pa.int64())),  # pixels per train id 0..C-1
-    ("ignore_count", pa.int64()),
-    ("mean_confidence", pa.float32()),  # mean max softmax probability over all pixels
-    ("centroids", pa.list_(CENTROID_TYPE)),  # per tile and class present: centre of mass (image coords)
-    ("label_sha256", pa.string()),
-    ("shard", pa.string()),  # "I/N"
-    ("seconds", pa.float32()),  # wall time per image; the only column that differs between identical runs
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("image", pa.string()),  # source image path as discovered
+        ("label", pa.string()),  # label PNG path relative to OUT (null on error rows)
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("status", pa.string()),  # "ok" | "error"
+        ("error", pa.string()),
+        ("class_counts", pa.list_(pa.int64())),  # pixels per train id 0..C-1
+        ("ignore_count", pa.int64()),
+        ("mean_confidence", pa.float32()),  # mean max softmax probability over all pixels
+        ("centroids", pa.list_(CENTROID_TYPE)),  # per tile and class present: centre of mass (image coords)
+        ("label_sha256", pa.string()),
+        ("shard", pa.string()),  # "I/N"
+        ("seconds", pa.float32()),  # wall time per image; the only column that differs between identical runs
+    ]
+)
 TIMING_COLUMNS = ("seconds",)
 
 
@@ -68,12 +70,26 @@ def labelset_id(meta: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def make_labelset_meta(*, teacher_sha256: str, model_config: dict[str, Any], scales: Sequence[float],
-                       flip: bool, threshold: float, ladder: Sequence[float], class_names: Sequence[str],
-                       label_ids: Sequence[int] | None, ignore_index: int, mean: Sequence[float],
-                       std: Sequence[float], tile_size: int, tile_overlap: float, confidence: bool,
-                       png_compress_level: int = 9, centroid_tile: int = 1024,
-                       source: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_labelset_meta(
+    *,
+    teacher_sha256: str,
+    model_config: dict[str, Any],
+    scales: Sequence[float],
+    flip: bool,
+    threshold: float,
+    ladder: Sequence[float],
+    class_names: Sequence[str],
+    label_ids: Sequence[int] | None,
+    ignore_index: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tile_size: int,
+    tile_overlap: float,
+    confidence: bool,
+    png_compress_level: int = 9,
+    centroid_tile: int = 1024,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The content of ``labelset.json`` including its id. ``label_ids`` is set when labels hold dataset label
     values (``--label-ids``) instead of train ids."""
     meta: dict[str, Any] = {
@@ -108,8 +124,7 @@ def read_labelset(out: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LabelSetError(f"{path}: not found; is {out} a label set written by `autolabel generate`?") \
-            from None
+        raise LabelSetError(f"{path}: not found; is {out} a label set written by `autolabel generate`?") from None
     except (OSError, ValueError) as exc:
         raise LabelSetError(f"{path}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or "labelset_id" not in meta or "ladder" not in meta:
@@ -132,11 +147,12 @@ def prepare_output(out: Path, meta: dict[str, Any], overwrite: bool) -> None:
         old = read_labelset(out)
         if old["labelset_id"] != meta["labelset_id"]:
             if not overwrite:
-                changed = sorted(k for k in set(old) | set(meta)
-                                 if k not in _UNHASHED and old.get(k) != meta.get(k))
-                raise LabelSetError(f"{out}: holds label set {old['labelset_id']}, this run would write "
-                                    f"{meta['labelset_id']} (differs in: {', '.join(changed)}); use "
-                                    "--overwrite to replace it or choose another --out")
+                changed = sorted(k for k in set(old) | set(meta) if k not in _UNHASHED and old.get(k) != meta.get(k))
+                raise LabelSetError(
+                    f"{out}: holds label set {old['labelset_id']}, this run would write "
+                    f"{meta['labelset_id']} (differs in: {', '.join(changed)}); use "
+                    "--overwrite to replace it or choose another --out"
+                )
             remove_labelset_files(out)
         elif old == meta:
             return
@@ -266,6 +282,8 @@ def summarise(table: pa.Table, class_names: Sequence[str]) -> dict[str, Any]:
         "pixels": pixels,
         "ignored_fraction": ignored / pixels if pixels else 0.0,
         "mean_confidence": sum(r["mean_confidence"] for r in ok) / len(ok) if ok else 0.0,
-        "classes": [{"name": n, "pixel_fraction": totals[c] / pixels if pixels else 0.0,
-                     "images": present[c]} for c, n in enumerate(class_names)],
+        "classes": [
+            {"name": n, "pixel_fraction": totals[c] / pixels if pixels else 0.0, "images": present[c]}
+            for c, n in enumerate(class_names)
+        ],
     }

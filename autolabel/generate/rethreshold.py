@@ -53,15 +53,19 @@ def _luts(meta: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
     return to_train, to_stored
 
 
-def rethreshold(out: str | Path, threshold: float, dest: str | Path | None = None, overwrite: bool = False,
-                on_image: ProgressFn | None = None) -> RethresholdResult:
+def rethreshold(
+    out: str | Path,
+    threshold: float,
+    dest: str | Path | None = None,
+    overwrite: bool = False,
+    on_image: ProgressFn | None = None,
+) -> RethresholdResult:
     """Re-threshold the label set in ``out`` at ``threshold`` (a ladder value), in place or into ``dest``."""
     out = Path(out)
     dest = Path(dest) if dest is not None else out
     meta = labelset.read_labelset(out)
     if not meta.get("confidence"):
-        raise LabelSetError(f"{out}: was generated with --no-confidence; re-thresholding needs the "
-                            "confidence store")
+        raise LabelSetError(f"{out}: was generated with --no-confidence; re-thresholding needs the confidence store")
     confidence.rung_index(threshold, meta["ladder"], floor=meta["threshold"])  # refuses off-ladder values
     new_meta = rethresholded_meta(meta, threshold)
     in_place = dest.resolve() == out.resolve()
@@ -86,14 +90,28 @@ def rethreshold(out: str | Path, threshold: float, dest: str | Path | None = Non
     return RethresholdResult(labelset_id=new_meta["labelset_id"], images=images, out=dest)
 
 
-def _rethreshold_row(out: Path, dest: Path, row: dict[str, Any], meta: dict[str, Any], threshold: float,
-                     to_train: np.ndarray | None, to_stored: np.ndarray | None, copy_codes: bool) -> dict:
+def _rethreshold_row(
+    out: Path,
+    dest: Path,
+    row: dict[str, Any],
+    meta: dict[str, Any],
+    threshold: float,
+    to_train: np.ndarray | None,
+    to_stored: np.ndarray | None,
+    copy_codes: bool,
+) -> dict:
     labels = read_label(out / row["label"], lut=to_train)
     codes = confidence.load_confidence(out, row["id"])
     labels = confidence.rethreshold_array(labels, codes, threshold, meta["ladder"], meta["ignore_index"])
-    settings = WriteSettings(out=dest, num_classes=meta["num_classes"], shard=row["shard"],
-                             confidence=copy_codes, centroid_tile=meta.get("centroid_tile", 1024),
-                             compress_level=meta.get("png_compress_level", 9), train_to_label=to_stored,
-                             ignore_index=meta["ignore_index"])
+    settings = WriteSettings(
+        out=dest,
+        num_classes=meta["num_classes"],
+        shard=row["shard"],
+        confidence=copy_codes,
+        centroid_tile=meta.get("centroid_tile", 1024),
+        compress_level=meta.get("png_compress_level", 9),
+        train_to_label=to_stored,
+        ignore_index=meta["ignore_index"],
+    )
     sample = Sample(id=row["id"], image=Path(row["image"]))
     return finalise_image(settings, sample, labels, codes, row["mean_confidence"], {}, row["seconds"])

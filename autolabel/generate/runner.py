@@ -131,8 +131,15 @@ def class_set_for_names(names: Sequence[str]) -> ClassSet:
 class Teacher:
     """A loaded checkpoint on a device, labelling uint8 image batches."""
 
-    def __init__(self, loaded: LoadedCheckpoint, classes: ClassSet, device: torch.device,
-                 settings: GenerateConfig, data: DataConfig, ladder: Sequence[float]):
+    def __init__(
+        self,
+        loaded: LoadedCheckpoint,
+        classes: ClassSet,
+        device: torch.device,
+        settings: GenerateConfig,
+        data: DataConfig,
+        ladder: Sequence[float],
+    ):
         self.loaded = loaded
         self.classes = classes
         self.device = device
@@ -144,21 +151,30 @@ class Teacher:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def load(cls, checkpoint: Path, settings: GenerateConfig, data: DataConfig,
-             classes: ClassSet | None = None, device: str | torch.device | None = None) -> Teacher:
+    def load(
+        cls,
+        checkpoint: Path,
+        settings: GenerateConfig,
+        data: DataConfig,
+        classes: ClassSet | None = None,
+        device: str | torch.device | None = None,
+    ) -> Teacher:
         """Load and check the checkpoint, failing with a :class:`CheckpointError` before any work.
 
         ``classes`` (from the config) must match the checkpoint's class names; when None, the checkpoint's
         names are used (the Cityscapes set when they are Cityscapes').
         """
         dev = resolve_device(str(device or settings.device))
-        loaded = load_checkpoint(checkpoint, device="cpu",
-                                 expected_num_classes=classes.num_classes if classes is not None else None)
+        loaded = load_checkpoint(
+            checkpoint, device="cpu", expected_num_classes=classes.num_classes if classes is not None else None
+        )
         if classes is None:
             classes = class_set_for_names(loaded.class_names)
         elif tuple(loaded.class_names) != tuple(classes.names):
-            raise CheckpointError(f"{checkpoint}: teacher classes {list(loaded.class_names)} differ from the "
-                                  f"configured classes {list(classes.names)}")
+            raise CheckpointError(
+                f"{checkpoint}: teacher classes {list(loaded.class_names)} differ from the "
+                f"configured classes {list(classes.names)}"
+            )
         ladder = confidence.make_ladder(settings.threshold, settings.ladder_step, settings.ladder_top)
         return cls(loaded, classes, dev, settings, data, ladder)
 
@@ -175,16 +191,29 @@ class Teacher:
         x = normalise(batch.to(self.device, non_blocking=True), self.mean, self.std)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        outputs = predict_logits(self.model, x, self.settings.scales, flip=self.settings.flip,
-                                 tile_size=self.settings.tile_size, tile_overlap=self.settings.tile_overlap,
-                                 keys=self.output_keys())
+        outputs = predict_logits(
+            self.model,
+            x,
+            self.settings.scales,
+            flip=self.settings.flip,
+            tile_size=self.settings.tile_size,
+            tile_overlap=self.settings.tile_overlap,
+            keys=self.output_keys(),
+        )
         result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
         attention = {}
         if self.settings.attention:
-            attention = {key: (value[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-                         for key, value in outputs.items() if key.startswith("attn_")}
-        return PredictedBatch(labels=result.labels.cpu().numpy(), codes=result.codes.cpu().numpy(),
-                              mean_confidence=result.mean_confidence.cpu().numpy(), attention=attention)
+            attention = {
+                key: (value[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+                for key, value in outputs.items()
+                if key.startswith("attn_")
+            }
+        return PredictedBatch(
+            labels=result.labels.cpu().numpy(),
+            codes=result.codes.cpu().numpy(),
+            mean_confidence=result.mean_confidence.cpu().numpy(),
+            attention=attention,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,12 +223,24 @@ class Teacher:
 def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict[str, Any]:
     g = job.generate
     return labelset.make_labelset_meta(
-        teacher_sha256=teacher.loaded.sha256, model_config=to_dict(teacher.loaded.model_cfg), scales=g.scales,
-        flip=g.flip, threshold=g.threshold, ladder=teacher.ladder, class_names=classes.names,
-        label_ids=classes.label_ids if g.label_ids else None, ignore_index=classes.ignore_index,
-        mean=job.data.mean, std=job.data.std, tile_size=g.tile_size, tile_overlap=g.tile_overlap,
-        confidence=g.confidence, png_compress_level=g.png_compress_level, centroid_tile=g.centroid_tile,
-        source=job.source)
+        teacher_sha256=teacher.loaded.sha256,
+        model_config=to_dict(teacher.loaded.model_cfg),
+        scales=g.scales,
+        flip=g.flip,
+        threshold=g.threshold,
+        ladder=teacher.ladder,
+        class_names=classes.names,
+        label_ids=classes.label_ids if g.label_ids else None,
+        ignore_index=classes.ignore_index,
+        mean=job.data.mean,
+        std=job.data.std,
+        tile_size=g.tile_size,
+        tile_overlap=g.tile_overlap,
+        confidence=g.confidence,
+        png_compress_level=g.png_compress_level,
+        centroid_tile=g.centroid_tile,
+        source=job.source,
+    )
 
 
 def row_is_done(out: Path, row: dict[str, Any], need_codes: bool) -> bool:
@@ -226,12 +267,16 @@ def plan_run(job: GenerateJob, samples: Sequence[Sample], meta: dict[str, Any]) 
     existing_parts = {p.name for p in labelset.part_paths(out)}
     chunks = []
     for piece in chunked(mine, job.generate.chunk_size):
-        done = {s.id: previous[s.id] for s in piece
-                if s.id in previous and row_is_done(out, previous[s.id], job.generate.confidence)}
+        done = {
+            s.id: previous[s.id]
+            for s in piece
+            if s.id in previous and row_is_done(out, previous[s.id], job.generate.confidence)
+        }
         name = labelset.part_name([s.id for s in piece])
         # nothing to do: every image done, and their rows are exactly this chunk's part
-        complete = (len(done) == len(piece) and name in existing_parts
-                    and all(previous[s.id]["part"] == name for s in piece))
+        complete = (
+            len(done) == len(piece) and name in existing_parts and all(previous[s.id]["part"] == name for s in piece)
+        )
         chunks.append(Chunk(samples=piece, done=done, complete=complete))
     return Plan(meta=meta, chunks=chunks, inputs=len(inputs), shard_size=len(mine))
 
@@ -300,10 +345,16 @@ def remove_stale_temp_files(out: Path, chunks: Sequence[Chunk], label_ids: bool)
 
 def write_settings(job: GenerateJob, classes: ClassSet) -> WriteSettings:
     g = job.generate
-    return WriteSettings(out=Path(job.out), num_classes=classes.num_classes, shard=str(job.shard),
-                         compress_level=g.png_compress_level, confidence=g.confidence,
-                         centroid_tile=g.centroid_tile, ignore_index=classes.ignore_index,
-                         train_to_label=classes.train_to_label_lut() if g.label_ids else None)
+    return WriteSettings(
+        out=Path(job.out),
+        num_classes=classes.num_classes,
+        shard=str(job.shard),
+        compress_level=g.png_compress_level,
+        confidence=g.confidence,
+        centroid_tile=g.centroid_tile,
+        ignore_index=classes.ignore_index,
+        train_to_label=classes.train_to_label_lut() if g.label_ids else None,
+    )
 
 
 def _decode(sample: Sample, max_pixels: int | None) -> tuple[np.ndarray | DataError, float]:
@@ -315,8 +366,9 @@ def _decode(sample: Sample, max_pixels: int | None) -> tuple[np.ndarray | DataEr
     return image, time.perf_counter() - start
 
 
-def _prefetch(pool: ThreadPoolExecutor, samples: Sequence[Sample], max_pixels: int | None,
-              depth: int) -> Iterator[tuple[Sample, np.ndarray | DataError, float]]:
+def _prefetch(
+    pool: ThreadPoolExecutor, samples: Sequence[Sample], max_pixels: int | None, depth: int
+) -> Iterator[tuple[Sample, np.ndarray | DataError, float]]:
     """Decode ahead of the consumer, at most ``depth`` images in flight."""
     queue: deque[tuple[Sample, Future]] = deque()
     items = iter(samples)
@@ -367,9 +419,17 @@ class ChunkTracker:
                 self.written.add(i)
 
 
-def process_chunks(teacher: Teacher, chunks: Sequence[Chunk], settings: WriteSettings, *,
-                   max_pixels: int | None, fail_fast: bool = False, encode_workers: int = 2,
-                   decode_workers: int = 2, on_image: ProgressFn | None = None) -> list[dict[str, Any]]:
+def process_chunks(
+    teacher: Teacher,
+    chunks: Sequence[Chunk],
+    settings: WriteSettings,
+    *,
+    max_pixels: int | None,
+    fail_fast: bool = False,
+    encode_workers: int = 2,
+    decode_workers: int = 2,
+    on_image: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
     """Label the chunks' remaining images with decode, inference and writing overlapped; returns new rows.
 
     Raises :class:`FailFastError` at the first unreadable image when ``fail_fast`` (after writing the parts of
@@ -387,8 +447,10 @@ def process_chunks(teacher: Teacher, chunks: Sequence[Chunk], settings: WriteSet
         if on_image is not None and rows:
             on_image(len(rows))
 
-    with ThreadPoolExecutor(max(1, decode_workers), thread_name_prefix="decode") as decoders, \
-            ThreadPoolExecutor(max(1, encode_workers), thread_name_prefix="encode") as encoders:
+    with (
+        ThreadPoolExecutor(max(1, decode_workers), thread_name_prefix="decode") as decoders,
+        ThreadPoolExecutor(max(1, encode_workers), thread_name_prefix="encode") as encoders,
+    ):
         batch: list[tuple[Sample, np.ndarray, float]] = []
 
         def run_batch() -> None:
@@ -397,9 +459,16 @@ def process_chunks(teacher: Teacher, chunks: Sequence[Chunk], settings: WriteSet
             share = (time.perf_counter() - start) / len(batch)
             for b, (sample, _, decode_s) in enumerate(batch):
                 attention = {k: v[b] for k, v in predicted.attention.items()}
-                future = encoders.submit(_timed_finalise, settings, sample, predicted.labels[b],
-                                         predicted.codes[b], float(predicted.mean_confidence[b]), attention,
-                                         decode_s + share)
+                future = encoders.submit(
+                    _timed_finalise,
+                    settings,
+                    sample,
+                    predicted.labels[b],
+                    predicted.codes[b],
+                    float(predicted.mean_confidence[b]),
+                    attention,
+                    decode_s + share,
+                )
                 tracker.pending.append((sample.id, future))
             batch.clear()
 
@@ -430,9 +499,15 @@ def process_chunks(teacher: Teacher, chunks: Sequence[Chunk], settings: WriteSet
     return new_rows
 
 
-def _timed_finalise(settings: WriteSettings, sample: Sample, labels: np.ndarray, codes: np.ndarray,
-                    mean_confidence: float, attention: dict[str, np.ndarray],
-                    seconds: float) -> dict[str, Any]:
+def _timed_finalise(
+    settings: WriteSettings,
+    sample: Sample,
+    labels: np.ndarray,
+    codes: np.ndarray,
+    mean_confidence: float,
+    attention: dict[str, np.ndarray],
+    seconds: float,
+) -> dict[str, Any]:
     start = time.perf_counter()
     row = finalise_image(settings, sample, labels, codes, mean_confidence, attention, 0.0)
     row["seconds"] = seconds + time.perf_counter() - start
@@ -443,8 +518,9 @@ def _timed_finalise(settings: WriteSettings, sample: Sample, labels: np.ndarray,
 # the whole run
 
 
-def prepare(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None,
-            teacher: Teacher | None = None) -> tuple[Teacher, Plan]:
+def prepare(
+    job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None, teacher: Teacher | None = None
+) -> tuple[Teacher, Plan]:
     """Load the teacher (failing before any work if it does not fit) and plan the run; writes nothing."""
     teacher = teacher or Teacher.load(job.teacher, job.generate, job.data, classes)
     meta = labelset_meta(job, teacher, teacher.classes)
@@ -461,8 +537,14 @@ def start_output(job: GenerateJob, plan: Plan) -> None:
     remove_stale_temp_files(out, plan.chunks, job.generate.label_ids)
 
 
-def run_generate(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None, *,
-                 on_image: ProgressFn | None = None, teacher: Teacher | None = None) -> GenerateResult:
+def run_generate(
+    job: GenerateJob,
+    samples: Sequence[Sample],
+    classes: ClassSet | None = None,
+    *,
+    on_image: ProgressFn | None = None,
+    teacher: Teacher | None = None,
+) -> GenerateResult:
     """Label ``samples`` (this job's shard of them) into ``job.out`` in this process; resumable.
 
     ``classes`` defaults to the teacher's own class names. Returns counts; error rows are in the manifest.
@@ -474,22 +556,34 @@ def run_generate(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet 
     start_output(job, plan)
     result = GenerateResult(labelset_id=plan.meta["labelset_id"], planned=plan.shard_size, skipped=plan.done)
     try:
-        rows = process_chunks(teacher, plan.chunks, write_settings(job, teacher.classes),
-                              max_pixels=job.data.max_image_pixels, fail_fast=job.fail_fast,
-                              encode_workers=job.generate.encode_workers,
-                              decode_workers=job.generate.decode_workers, on_image=on_image)
+        rows = process_chunks(
+            teacher,
+            plan.chunks,
+            write_settings(job, teacher.classes),
+            max_pixels=job.data.max_image_pixels,
+            fail_fast=job.fail_fast,
+            encode_workers=job.generate.encode_workers,
+            decode_workers=job.generate.decode_workers,
+            on_image=on_image,
+        )
     finally:
         result.seconds = time.perf_counter() - start
     remove_superseded_parts(Path(job.out), plan.chunks)
     result.ok = sum(r["status"] == "ok" for r in rows)
     result.errors = [(r["id"], r["error"]) for r in rows if r["status"] != "ok"]
-    log.info("labelled %d images (%d errors, %d already done) in %.1fs", result.ok, len(result.errors),
-             result.skipped, result.seconds)
+    log.info(
+        "labelled %d images (%d errors, %d already done) in %.1fs",
+        result.ok,
+        len(result.errors),
+        result.skipped,
+        result.seconds,
+    )
     return result
 
 
-def estimate_seconds_per_image(teacher: Teacher, samples: Sequence[Sample], max_pixels: int | None,
-                               count: int = 2) -> float | None:
+def estimate_seconds_per_image(
+    teacher: Teacher, samples: Sequence[Sample], max_pixels: int | None, count: int = 2
+) -> float | None:
     """Time the teacher on a few readable images (nothing is written); None when none can be read."""
     times = []
     for sample in samples:

@@ -65,13 +65,16 @@ def shard_from_env(env: Mapping[str, str]) -> Shard | None:
                 if index_key.startswith("SLURM"):
                     index -= int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
             except ValueError:
-                raise ConfigError(f"{index_key}={env[index_key]!r}, {count_key}={env[count_key]!r}: "
-                                  "expected integers") from None
+                raise ConfigError(
+                    f"{index_key}={env[index_key]!r}, {count_key}={env[count_key]!r}: expected integers"
+                ) from None
             try:
                 return Shard(index, count)
             except ConfigError:
-                raise ConfigError(f"{index_key}={env[index_key]}, {count_key}={env[count_key]}: expected "
-                                  f"0 <= {index_key} < {count_key}") from None
+                raise ConfigError(
+                    f"{index_key}={env[index_key]}, {count_key}={env[count_key]}: expected "
+                    f"0 <= {index_key} < {count_key}"
+                ) from None
     return None
 
 

@@ -56,8 +56,7 @@ def allowed_values(meta: dict) -> np.ndarray:
     return allowed
 
 
-def verify_labelset(out: str | Path, input_ids: Sequence[str] | None = None,
-                    check_inputs: bool = True) -> VerifyReport:
+def verify_labelset(out: str | Path, input_ids: Sequence[str] | None = None, check_inputs: bool = True) -> VerifyReport:
     """Every label decodes, has the recorded size and sha256 and only valid values; confidence maps exist;
     no temporary files remain; no label file lacks a row; every input has exactly one row.
 
@@ -115,8 +114,7 @@ def _label_problems(out: Path, row: dict, allowed: np.ndarray) -> list[str]:
         return [f"does not decode ({exc})"]
     problems = []
     if label.shape != (row["height"], row["width"]):
-        problems.append(f"size {label.shape[1]}x{label.shape[0]}, manifest says "
-                        f"{row['width']}x{row['height']}")
+        problems.append(f"size {label.shape[1]}x{label.shape[0]}, manifest says {row['width']}x{row['height']}")
     bad = np.unique(label[~allowed[label]])
     if bad.size:
         problems.append(f"invalid label values {bad.tolist()[:10]}")
@@ -136,8 +134,9 @@ def _codes_problem(out: Path, row: dict) -> str | None:
     return None
 
 
-def _check_inputs(out: Path, meta: dict, rows: list[dict], input_ids: Sequence[str] | None,
-                  report: VerifyReport) -> None:
+def _check_inputs(
+    out: Path, meta: dict, rows: list[dict], input_ids: Sequence[str] | None, report: VerifyReport
+) -> None:
     if input_ids is None:
         if not meta.get("source"):
             log.warning("%s: no input description recorded; skipping the input check", out)

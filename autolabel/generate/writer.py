@@ -47,8 +47,9 @@ class WriteSettings:
     ignore_index: int = 255
 
 
-def label_stats(labels: np.ndarray, num_classes: int, tile: int,
-                ignore_index: int = 255) -> tuple[list[int], int, list[dict[str, int]]]:
+def label_stats(
+    labels: np.ndarray, num_classes: int, tile: int, ignore_index: int = 255
+) -> tuple[list[int], int, list[dict[str, int]]]:
     """Per-class pixel counts, ignore count, and per tile and class present the class's centre of mass."""
     counts = np.bincount(labels.ravel(), minlength=256)
     centroids = []
@@ -65,8 +66,10 @@ def _tile_centroids(tile: np.ndarray, y0: int, x0: int, num_classes: int) -> lis
     counts = np.bincount(flat, minlength=256)[:num_classes]
     ys = np.bincount(flat, weights=np.repeat(np.arange(h, dtype=np.float64), w), minlength=256)[:num_classes]
     xs = np.bincount(flat, weights=np.tile(np.arange(w, dtype=np.float64), h), minlength=256)[:num_classes]
-    return [{"cls": int(c), "y": y0 + int(round(ys[c] / counts[c])), "x": x0 + int(round(xs[c] / counts[c]))}
-            for c in np.flatnonzero(counts)]
+    return [
+        {"cls": int(c), "y": y0 + int(round(ys[c] / counts[c])), "x": x0 + int(round(xs[c] / counts[c]))}
+        for c in np.flatnonzero(counts)
+    ]
 
 
 def encode_attention(attention: np.ndarray) -> bytes:
@@ -74,16 +77,23 @@ def encode_attention(attention: np.ndarray) -> bytes:
     return encode_label_png(attention, compress_level=6)
 
 
-def finalise_image(settings: WriteSettings, sample: Sample, labels: np.ndarray, codes: np.ndarray,
-                   mean_confidence: float, attention: dict[str, np.ndarray],
-                   seconds: float) -> dict[str, Any]:
+def finalise_image(
+    settings: WriteSettings,
+    sample: Sample,
+    labels: np.ndarray,
+    codes: np.ndarray,
+    mean_confidence: float,
+    attention: dict[str, np.ndarray],
+    seconds: float,
+) -> dict[str, Any]:
     """Write an image's label PNG (and confidence codes, attention maps) atomically; return its manifest row.
 
     ``labels`` are train ids with ``ignore_index``; statistics are always in train ids, the PNG holds dataset
     label values when ``settings.train_to_label`` is set.
     """
-    class_counts, ignore_count, centroids = label_stats(labels, settings.num_classes, settings.centroid_tile,
-                                                        settings.ignore_index)
+    class_counts, ignore_count, centroids = label_stats(
+        labels, settings.num_classes, settings.centroid_tile, settings.ignore_index
+    )
     stored = labels if settings.train_to_label is None else settings.train_to_label[labels]
     png = encode_label_png(stored, settings.compress_level)
     rel = label_relpath(sample.id, settings.train_to_label is not None)
@@ -94,20 +104,39 @@ def finalise_image(settings: WriteSettings, sample: Sample, labels: np.ndarray, 
     # the label goes last: its presence with the right hash is what marks the image done
     atomic_write_bytes(settings.out / rel, png)
     return {
-        "id": sample.id, "image": str(sample.image), "label": rel,
-        "height": int(labels.shape[0]), "width": int(labels.shape[1]), "status": "ok", "error": None,
-        "class_counts": class_counts, "ignore_count": ignore_count,
-        "mean_confidence": float(mean_confidence), "centroids": centroids,
-        "label_sha256": hashlib.sha256(png).hexdigest(), "shard": settings.shard, "seconds": float(seconds),
+        "id": sample.id,
+        "image": str(sample.image),
+        "label": rel,
+        "height": int(labels.shape[0]),
+        "width": int(labels.shape[1]),
+        "status": "ok",
+        "error": None,
+        "class_counts": class_counts,
+        "ignore_count": ignore_count,
+        "mean_confidence": float(mean_confidence),
+        "centroids": centroids,
+        "label_sha256": hashlib.sha256(png).hexdigest(),
+        "shard": settings.shard,
+        "seconds": float(seconds),
     }
 
 
 def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) -> dict[str, Any]:
     """The manifest row of an image that could not be labelled."""
     return {
-        "id": sample.id, "image": str(sample.image), "label": None, "height": None, "width": None,
-        "status": "error", "error": message, "class_counts": None, "ignore_count": None,
-        "mean_confidence": None, "centroids": None, "label_sha256": None, "shard": shard,
+        "id": sample.id,
+        "image": str(sample.image),
+        "label": None,
+        "height": None,
+        "width": None,
+        "status": "error",
+        "error": message,
+        "class_counts": None,
+        "ignore_count": None,
+        "mean_confidence": None,
+        "centroids": None,
+        "label_sha256": None,
+        "shard": shard,
         "seconds": float(seconds),
     }
 

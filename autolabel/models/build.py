@@ -15,13 +15,20 @@ logger = logging.getLogger(__name__)
 
 def build_model(cfg: ModelConfig) -> MultiScaleSegmenter:
     """The network ``cfg`` describes, freshly initialised (train mode, on the CPU)."""
-    common = dict(num_classes=cfg.num_classes, mscale=cfg.mscale, train_scales=cfg.train_scales,
-                  infer_scales=cfg.infer_scales)
+    common = dict(
+        num_classes=cfg.num_classes, mscale=cfg.mscale, train_scales=cfg.train_scales, infer_scales=cfg.infer_scales
+    )
     if cfg.arch == "hrnet_ocr":
-        model: MultiScaleSegmenter = HRNetOCR(spec=HRNET_SPECS[cfg.width], dropout=cfg.dropout,
-                                              attn_inner_3x3=cfg.attn_inner_3x3, **common)
+        model: MultiScaleSegmenter = HRNetOCR(
+            spec=HRNET_SPECS[cfg.width], dropout=cfg.dropout, attn_inner_3x3=cfg.attn_inner_3x3, **common
+        )
     else:  # deeplabv3plus: a ResNet-50 trunk, `width` does not apply
         model = DeepLabV3Plus(attn_inner_3x3=cfg.attn_inner_3x3, **common)
-    logger.debug("built %s/%s (%s): %.1fM parameters", cfg.arch, cfg.width, cfg.mscale,
-                 sum(p.numel() for p in model.parameters()) / 1e6)
+    logger.debug(
+        "built %s/%s (%s): %.1fM parameters",
+        cfg.arch,
+        cfg.width,
+        cfg.mscale,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return model

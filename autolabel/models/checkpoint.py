@@ -61,15 +61,21 @@ def checkpoint_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, model_cfg: ModelConfig, class_names: Sequence[str],
-                    metadata: Mapping[str, Any] | None = None) -> str:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    model_cfg: ModelConfig,
+    class_names: Sequence[str],
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
     """Write ``model`` with its config, class names and ``metadata`` (plain values) atomically to ``path``.
 
     A DataParallel/DistributedDataParallel wrapper is unwrapped. Returns the file's SHA-256.
     """
     if len(class_names) != model_cfg.num_classes:
-        raise CheckpointError(f"{path}: {len(class_names)} class names for a model with "
-                              f"{model_cfg.num_classes} classes")
+        raise CheckpointError(
+            f"{path}: {len(class_names)} class names for a model with {model_cfg.num_classes} classes"
+        )
     if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
         model = model.module
     payload = {
@@ -88,8 +94,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_cfg: ModelConfig, 
     return hashlib.sha256(data).hexdigest()
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    expected_num_classes: int | None = None) -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", expected_num_classes: int | None = None
+) -> LoadedCheckpoint:
     """Load a checkpoint written by :func:`save_checkpoint`; the model is built, filled and put in eval mode.
 
     Raises :class:`CheckpointError` for a missing, truncated, unsafe or foreign file, a class count other than
@@ -102,13 +109,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     model_cfg = _model_config(payload["model_config"], path)
     class_names = _class_names(payload["class_names"], model_cfg, path)
     if expected_num_classes is not None and len(class_names) != expected_num_classes:
-        raise CheckpointError(f"{path}: the checkpoint predicts {len(class_names)} classes, "
-                              f"expected {expected_num_classes}")
+        raise CheckpointError(
+            f"{path}: the checkpoint predicts {len(class_names)} classes, expected {expected_num_classes}"
+        )
     model = build_model(model_cfg)
     load_state_dict_checked(model, payload["state_dict"], source=path)
     metadata = payload.get("metadata") or {}
-    return LoadedCheckpoint(model=model.to(device).eval(), model_cfg=model_cfg, class_names=class_names,
-                            metadata=dict(metadata), sha256=hashlib.sha256(data).hexdigest(), path=path)
+    return LoadedCheckpoint(
+        model=model.to(device).eval(),
+        model_cfg=model_cfg,
+        class_names=class_names,
+        metadata=dict(metadata),
+        sha256=hashlib.sha256(data).hexdigest(),
+        path=path,
+    )
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Any, source: str | Path) -> None:
@@ -118,24 +132,31 @@ def load_state_dict_checked(model: nn.Module, state_dict: Any, source: str | Pat
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     if missing:
-        raise CheckpointError(f"{source}: key {missing[0]!r} is missing from the checkpoint "
-                              f"({len(missing)} of {len(expected)} keys missing)")
+        raise CheckpointError(
+            f"{source}: key {missing[0]!r} is missing from the checkpoint "
+            f"({len(missing)} of {len(expected)} keys missing)"
+        )
     unexpected = [key for key in state_dict if key not in expected]
     if unexpected:
-        raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} in the checkpoint "
-                              f"({len(unexpected)} keys the model does not have)")
+        raise CheckpointError(
+            f"{source}: unexpected key {unexpected[0]!r} in the checkpoint "
+            f"({len(unexpected)} keys the model does not have)"
+        )
     for key, want in expected.items():
         got = state_dict[key]
         if not isinstance(got, Tensor):
             raise CheckpointError(f"{source}: {key!r} is a {type(got).__name__}, expected a tensor")
         if got.shape != want.shape or got.dtype != want.dtype:
-            raise CheckpointError(f"{source}: {key!r} has shape {tuple(got.shape)} ({got.dtype}) in the "
-                                  f"checkpoint, the model expects {tuple(want.shape)} ({want.dtype})")
+            raise CheckpointError(
+                f"{source}: {key!r} has shape {tuple(got.shape)} ({got.dtype}) in the "
+                f"checkpoint, the model expects {tuple(want.shape)} ({want.dtype})"
+            )
     model.load_state_dict(state_dict, strict=True)
 
 
-def import_nvidia_checkpoint(src: str | Path, dst: str | Path, model_cfg: ModelConfig,
-                             class_names: Sequence[str]) -> str:
+def import_nvidia_checkpoint(
+    src: str | Path, dst: str | Path, model_cfg: ModelConfig, class_names: Sequence[str]
+) -> str:
     """Convert a published NVIDIA checkpoint (``{'state_dict': ...}``, keys maybe prefixed ``module.``).
 
     Every key and shape is checked against the model ``model_cfg`` describes (the published teacher is
@@ -152,7 +173,7 @@ def import_nvidia_checkpoint(src: str | Path, dst: str | Path, model_cfg: ModelC
     if not isinstance(state_dict, Mapping) or not state_dict:
         raise CheckpointError(f"{src}: no state dict found (expected a dict with a 'state_dict' entry)")
     if all(key.startswith(NVIDIA_PREFIX) for key in state_dict):
-        state_dict = {key[len(NVIDIA_PREFIX):]: value for key, value in state_dict.items()}
+        state_dict = {key[len(NVIDIA_PREFIX) :]: value for key, value in state_dict.items()}
     model = build_model(model_cfg)
     load_state_dict_checked(model, state_dict, source=src)
     metadata = {"imported_from": str(src), "source_sha256": hashlib.sha256(data).hexdigest()}
@@ -178,24 +199,32 @@ def _safe_load(data: bytes, path: Path) -> Any:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower():
-            raise CheckpointError(f"{path}: refused to load: the file contains pickled Python objects that "
-                                  "could run code (only tensors and plain values are allowed)") from None
+            raise CheckpointError(
+                f"{path}: refused to load: the file contains pickled Python objects that "
+                "could run code (only tensors and plain values are allowed)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch file)") from None
     except Exception as exc:  # torch raises many types for a damaged file; all mean the same
         reason = str(exc).split(". ")[0] or type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint, the file is truncated or corrupt "
-                              f"({reason})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, the file is truncated or corrupt ({reason})"
+        ) from None
 
 
 def _check_format(payload: Any, path: Path) -> None:
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        hint = (" (a published NVIDIA checkpoint? convert it with `autolabel import-checkpoint`)"
-                if isinstance(payload, Mapping) and "state_dict" in payload else "")
+        hint = (
+            " (a published NVIDIA checkpoint? convert it with `autolabel import-checkpoint`)"
+            if isinstance(payload, Mapping) and "state_dict" in payload
+            else ""
+        )
         raise CheckpointError(f"{path}: not an autolabel checkpoint{hint}")
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not supported "
-                              f"(this autolabel reads versions <= {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported "
+            f"(this autolabel reads versions <= {FORMAT_VERSION})"
+        )
     for key in ("model_config", "class_names", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{path}: the checkpoint has no {key!r} entry")
@@ -214,8 +243,7 @@ def _class_names(raw: Any, model_cfg: ModelConfig, path: Path) -> tuple[str, ...
     if not isinstance(raw, list | tuple) or not all(isinstance(name, str) for name in raw):
         raise CheckpointError(f"{path}: 'class_names' is not a list of strings")
     if len(raw) != model_cfg.num_classes:
-        raise CheckpointError(f"{path}: {len(raw)} class names for a model with {model_cfg.num_classes} "
-                              "classes")
+        raise CheckpointError(f"{path}: {len(raw)} class names for a model with {model_cfg.num_classes} classes")
     return tuple(raw)
 
 

@@ -19,8 +19,7 @@ from autolabel.models.mscale import MscaleMode, MultiScaleSegmenter, ScaleAttent
 RESNET50_BLOCKS = (3, 4, 6, 3)
 
 
-def make_resnet_layer(in_ch: int, planes: int, num_blocks: int, *, stride: int, dilation: int
-                      ) -> nn.Sequential:
+def make_resnet_layer(in_ch: int, planes: int, num_blocks: int, *, stride: int, dilation: int) -> nn.Sequential:
     """A ResNet stage of Bottlenecks; the first block projects the input (and carries the stride)."""
     downsample = None
     if stride != 1 or in_ch != planes * Bottleneck.expansion:
@@ -65,12 +64,17 @@ class ASPP(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList([conv_bn(in_channels, channels, kernel_size=1)])
         for rate in rates:
-            self.convs.append(nn.Sequential(
-                nn.Conv2d(in_channels, channels, 3, padding=rate, dilation=rate, bias=False),
-                nn.BatchNorm2d(channels), nn.ReLU(inplace=True)))
+            self.convs.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, channels, 3, padding=rate, dilation=rate, bias=False),
+                    nn.BatchNorm2d(channels),
+                    nn.ReLU(inplace=True),
+                )
+            )
         # no BatchNorm after global pooling: it would fail on a batch of one image in training
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, channels, 1),
-                                        nn.ReLU(inplace=True))
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, channels, 1), nn.ReLU(inplace=True)
+        )
         self.out_channels = channels * (len(rates) + 2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,11 +85,18 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(MultiScaleSegmenter):
     """ResNet-50 -> ASPP -> decoder with stride-4 skip -> classifier, under the multi-scale wrapper."""
 
-    def __init__(self, *, num_classes: int, mscale: MscaleMode = "hierarchical",
-                 train_scales: Sequence[float] = (0.5, 1.0), infer_scales: Sequence[float] = (0.5, 1.0, 2.0),
-                 output_stride: int = 8, attn_channels: int = 256, attn_inner_3x3: bool = True):
-        super().__init__(num_classes=num_classes, mscale=mscale, train_scales=train_scales,
-                         infer_scales=infer_scales)
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        mscale: MscaleMode = "hierarchical",
+        train_scales: Sequence[float] = (0.5, 1.0),
+        infer_scales: Sequence[float] = (0.5, 1.0, 2.0),
+        output_stride: int = 8,
+        attn_channels: int = 256,
+        attn_inner_3x3: bool = True,
+    ):
+        super().__init__(num_classes=num_classes, mscale=mscale, train_scales=train_scales, infer_scales=infer_scales)
         self.backbone = ResNet50(output_stride=output_stride)
         rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
         self.aspp = ASPP(in_channels=self.backbone.out_channels, rates=rates)
@@ -95,7 +106,9 @@ class DeepLabV3Plus(MultiScaleSegmenter):
         self.cls = nn.Conv2d(256, num_classes, 1)
         self.scale_attn = (
             ScaleAttentionHead(in_channels=256, mid_channels=attn_channels, inner_3x3=attn_inner_3x3)
-            if self.uses_attention else None)
+            if self.uses_attention
+            else None
+        )
 
     def segment(self, x: Tensor) -> SegmentOutput:
         low, high = self.backbone(x)

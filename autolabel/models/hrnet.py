@@ -45,36 +45,65 @@ class HRNetSpec:
         return sum(self.stages[-1].channels)
 
 
-HRNET_SPECS: Mapping[str, HRNetSpec] = types.MappingProxyType({
-    "w48": HRNetSpec(
-        stem_channels=64, stage1_planes=64, stage1_blocks=4,
-        stages=(StageSpec(1, (4, 4), (48, 96)),
+HRNET_SPECS: Mapping[str, HRNetSpec] = types.MappingProxyType(
+    {
+        "w48": HRNetSpec(
+            stem_channels=64,
+            stage1_planes=64,
+            stage1_blocks=4,
+            stages=(
+                StageSpec(1, (4, 4), (48, 96)),
                 StageSpec(4, (4, 4, 4), (48, 96, 192)),
-                StageSpec(3, (4, 4, 4, 4), (48, 96, 192, 384))),
-        ocr_mid_channels=512, ocr_key_channels=256, attn_channels=256),
-    "w18": HRNetSpec(
-        stem_channels=64, stage1_planes=64, stage1_blocks=4,
-        stages=(StageSpec(1, (4, 4), (18, 36)),
+                StageSpec(3, (4, 4, 4, 4), (48, 96, 192, 384)),
+            ),
+            ocr_mid_channels=512,
+            ocr_key_channels=256,
+            attn_channels=256,
+        ),
+        "w18": HRNetSpec(
+            stem_channels=64,
+            stage1_planes=64,
+            stage1_blocks=4,
+            stages=(
+                StageSpec(1, (4, 4), (18, 36)),
                 StageSpec(4, (4, 4, 4), (18, 36, 72)),
-                StageSpec(3, (4, 4, 4, 4), (18, 36, 72, 144))),
-        ocr_mid_channels=256, ocr_key_channels=128, attn_channels=128),
-    "w18_small": HRNetSpec(  # HRNetV2-W18-Small-v2
-        stem_channels=64, stage1_planes=64, stage1_blocks=2,
-        stages=(StageSpec(1, (2, 2), (18, 36)),
+                StageSpec(3, (4, 4, 4, 4), (18, 36, 72, 144)),
+            ),
+            ocr_mid_channels=256,
+            ocr_key_channels=128,
+            attn_channels=128,
+        ),
+        "w18_small": HRNetSpec(  # HRNetV2-W18-Small-v2
+            stem_channels=64,
+            stage1_planes=64,
+            stage1_blocks=2,
+            stages=(
+                StageSpec(1, (2, 2), (18, 36)),
                 StageSpec(3, (2, 2, 2), (18, 36, 72)),
-                StageSpec(2, (2, 2, 2, 2), (18, 36, 72, 144))),
-        ocr_mid_channels=256, ocr_key_channels=128, attn_channels=128),
-    "tiny": HRNetSpec(  # CPU tests and the demo teacher
-        stem_channels=16, stage1_planes=16, stage1_blocks=1,
-        stages=(StageSpec(1, (1, 1), (8, 16)),
+                StageSpec(2, (2, 2, 2, 2), (18, 36, 72, 144)),
+            ),
+            ocr_mid_channels=256,
+            ocr_key_channels=128,
+            attn_channels=128,
+        ),
+        "tiny": HRNetSpec(  # CPU tests and the demo teacher
+            stem_channels=16,
+            stage1_planes=16,
+            stage1_blocks=1,
+            stages=(
+                StageSpec(1, (1, 1), (8, 16)),
                 StageSpec(1, (1, 1, 1), (8, 16, 32)),
-                StageSpec(1, (1, 1, 1, 1), (8, 16, 32, 64))),
-        ocr_mid_channels=32, ocr_key_channels=16, attn_channels=16),
-})
+                StageSpec(1, (1, 1, 1, 1), (8, 16, 32, 64)),
+            ),
+            ocr_mid_channels=32,
+            ocr_key_channels=16,
+            attn_channels=16,
+        ),
+    }
+)
 
 
-def conv_bn(in_ch: int, out_ch: int, *, kernel_size: int, stride: int = 1, relu: bool = True
-            ) -> nn.Sequential:
+def conv_bn(in_ch: int, out_ch: int, *, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
     """conv (no bias) -> BN (-> ReLU): the unit of HRNet's transition and fuse layers."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
@@ -111,13 +140,20 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, *, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None, bn_momentum: float = BN_MOMENTUM):
+    def __init__(
+        self,
+        in_ch: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        bn_momentum: float = BN_MOMENTUM,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes, momentum=bn_momentum)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation, dilation=dilation,
-                               bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes, momentum=bn_momentum)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion, momentum=bn_momentum)
@@ -132,8 +168,9 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def make_layer(block: type[BasicBlock] | type[Bottleneck], in_ch: int, planes: int, num_blocks: int, *,
-               stride: int = 1) -> nn.Sequential:
+def make_layer(
+    block: type[BasicBlock] | type[Bottleneck], in_ch: int, planes: int, num_blocks: int, *, stride: int = 1
+) -> nn.Sequential:
     """``num_blocks`` residual blocks; the first one projects the input when its shape changes."""
     downsample = None
     if stride != 1 or in_ch != planes * block.expansion:
@@ -149,10 +186,12 @@ class HighResolutionModule(nn.Module):
     def __init__(self, *, channels: Sequence[int], num_blocks: Sequence[int]):
         super().__init__()
         self.branches = nn.ModuleList(
-            make_layer(BasicBlock, ch, ch, n) for ch, n in zip(channels, num_blocks, strict=True))
+            make_layer(BasicBlock, ch, ch, n) for ch, n in zip(channels, num_blocks, strict=True)
+        )
         self.fuse_layers = nn.ModuleList(
             nn.ModuleList(self._fuse_layer(channels, src, dst) for src in range(len(channels)))
-            for dst in range(len(channels)))
+            for dst in range(len(channels))
+        )
         self.relu = nn.ReLU(inplace=True)
 
     @staticmethod
@@ -164,10 +203,18 @@ class HighResolutionModule(nn.Module):
         # higher resolution: one stride-2 3x3 per halving; only the last changes width and has no ReLU
         steps = dst - src
         last = steps - 1
-        return nn.Sequential(*(
-            conv_bn(channels[src], channels[dst] if k == last else channels[src], kernel_size=3, stride=2,
-                    relu=k != last)
-            for k in range(steps)))
+        return nn.Sequential(
+            *(
+                conv_bn(
+                    channels[src],
+                    channels[dst] if k == last else channels[src],
+                    kernel_size=3,
+                    stride=2,
+                    relu=k != last,
+                )
+                for k in range(steps)
+            )
+        )
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
         xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
@@ -182,8 +229,9 @@ class HighResolutionModule(nn.Module):
             if src == dst:
                 out = out + xs[src]
             elif src > dst:
-                out = out + F.interpolate(layers[src](xs[src]), size=xs[dst].shape[-2:], mode="bilinear",
-                                          align_corners=False)
+                out = out + F.interpolate(
+                    layers[src](xs[src]), size=xs[dst].shape[-2:], mode="bilinear", align_corners=False
+                )
             else:
                 out = out + layers[src](xs[src])
         return out
@@ -197,9 +245,14 @@ def make_transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
             layers.append(conv_bn(pre[i], ch, kernel_size=3) if pre[i] != ch else None)
         else:  # a new branch made from the lowest-resolution one with stride-2 convs
             steps = i + 1 - len(pre)
-            layers.append(nn.Sequential(*(
-                conv_bn(pre[-1], ch if k == steps - 1 else pre[-1], kernel_size=3, stride=2)
-                for k in range(steps))))
+            layers.append(
+                nn.Sequential(
+                    *(
+                        conv_bn(pre[-1], ch if k == steps - 1 else pre[-1], kernel_size=3, stride=2)
+                        for k in range(steps)
+                    )
+                )
+            )
     return nn.ModuleList(layers)
 
 
@@ -221,17 +274,27 @@ class HRNetV2(nn.Module):
         for index, stage in enumerate(spec.stages, start=1):
             # attribute names transition1/stage2, transition2/stage3, transition3/stage4 as published
             setattr(self, f"transition{index}", make_transition(prev, stage.channels))
-            setattr(self, f"stage{index + 1}", nn.Sequential(*(
-                HighResolutionModule(channels=stage.channels, num_blocks=stage.num_blocks)
-                for _ in range(stage.num_modules))))
+            setattr(
+                self,
+                f"stage{index + 1}",
+                nn.Sequential(
+                    *(
+                        HighResolutionModule(channels=stage.channels, num_blocks=stage.num_blocks)
+                        for _ in range(stage.num_modules)
+                    )
+                ),
+            )
             prev = stage.channels
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
-        for transition, stage in ((self.transition1, self.stage2), (self.transition2, self.stage3),
-                                  (self.transition3, self.stage4)):
+        for transition, stage in (
+            (self.transition1, self.stage2),
+            (self.transition2, self.stage3),
+            (self.transition3, self.stage4),
+        ):
             xs = stage(self._transit(transition, xs))
         size = xs[0].shape[-2:]
         ups = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in xs[1:]]

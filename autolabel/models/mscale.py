@@ -49,8 +49,7 @@ def rescale(images: Tensor, scale: float) -> Tensor:
     """Resize an input batch by ``scale`` the way the published code does (size = floor(H * scale))."""
     if scale == 1.0:
         return images
-    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False,
-                         recompute_scale_factor=True)
+    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=True)
 
 
 def hierarchical_fuse(preds: Mapping[float, Tensor], attns: Mapping[float, Tensor]) -> Tensor:
@@ -109,9 +108,11 @@ class ScaleAttentionHead(nn.Sequential):
             re0=nn.ReLU(inplace=True),
         )
         if inner_3x3:
-            layers.update(conv1=nn.Conv2d(mid_channels, mid_channels, 3, padding=1, bias=False),
-                          bn1=nn.BatchNorm2d(mid_channels),
-                          re1=nn.ReLU(inplace=True))
+            layers.update(
+                conv1=nn.Conv2d(mid_channels, mid_channels, 3, padding=1, bias=False),
+                bn1=nn.BatchNorm2d(mid_channels),
+                re1=nn.ReLU(inplace=True),
+            )
         layers["conv2"] = nn.Conv2d(mid_channels, 1, 1, bias=False)
         super().__init__(layers)
 
@@ -133,8 +134,9 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
 
     scale_attn: nn.Module | None
 
-    def __init__(self, *, num_classes: int, mscale: MscaleMode, train_scales: Sequence[float],
-                 infer_scales: Sequence[float]):
+    def __init__(
+        self, *, num_classes: int, mscale: MscaleMode, train_scales: Sequence[float], infer_scales: Sequence[float]
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.mscale = mscale
@@ -149,8 +151,9 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
     def segment(self, x: Tensor) -> SegmentOutput:
         """Logits (and aux logits, attention features) of one input at the network's output stride."""
 
-    def forward(self, images: Tensor, scales: Sequence[float] | None = None, *,
-                with_aux: bool | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, images: Tensor, scales: Sequence[float] | None = None, *, with_aux: bool | None = None
+    ) -> dict[str, Tensor]:
         """Fused logits for normalised images (B, 3, H, W).
 
         Train mode always uses ``train_scales``; eval mode ``scales`` or else ``infer_scales``. Aux logits
@@ -167,8 +170,9 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
             return self._forward_explicit(images, scales, with_aux)
         return self._forward_average(images, scales, with_aux)
 
-    def _run_scale(self, images: Tensor, scale: float, attention: Literal["none", "sigmoid", "score"],
-                   with_aux: bool) -> dict[str, Tensor]:
+    def _run_scale(
+        self, images: Tensor, scale: float, attention: Literal["none", "sigmoid", "score"], with_aux: bool
+    ) -> dict[str, Tensor]:
         """Segment ``images`` resized by ``scale``; every output resized to that scaled input's size."""
         x = rescale(images, scale)
         size = x.shape[-2:]
@@ -184,8 +188,7 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
 
     def _forward_hierarchical(self, images: Tensor, scales: list[float], with_aux: bool) -> dict[str, Tensor]:
         largest = scales[-1]
-        outs = {s: self._run_scale(images, s, "none" if s == largest else "sigmoid", with_aux)
-                for s in scales}
+        outs = {s: self._run_scale(images, s, "none" if s == largest else "sigmoid", with_aux) for s in scales}
         attns = {s: outs[s]["attn"] for s in scales if s != largest}
         size = images.shape[-2:]
         result = {"pred": resize_to(hierarchical_fuse({s: o["pred"] for s, o in outs.items()}, attns), size)}

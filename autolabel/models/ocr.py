@@ -42,10 +42,12 @@ class ObjectAttentionBlock(nn.Module):
     def __init__(self, *, in_channels: int, key_channels: int):
         super().__init__()
         self.key_channels = key_channels
-        self.f_pixel = nn.Sequential(*conv1x1_bn_relu(in_channels, key_channels),
-                                     *conv1x1_bn_relu(key_channels, key_channels))
-        self.f_object = nn.Sequential(*conv1x1_bn_relu(in_channels, key_channels),
-                                      *conv1x1_bn_relu(key_channels, key_channels))
+        self.f_pixel = nn.Sequential(
+            *conv1x1_bn_relu(in_channels, key_channels), *conv1x1_bn_relu(key_channels, key_channels)
+        )
+        self.f_object = nn.Sequential(
+            *conv1x1_bn_relu(in_channels, key_channels), *conv1x1_bn_relu(key_channels, key_channels)
+        )
         self.f_down = nn.Sequential(*conv1x1_bn_relu(in_channels, key_channels))
         self.f_up = nn.Sequential(*conv1x1_bn_relu(key_channels, in_channels))
 
@@ -83,13 +85,12 @@ class OCRHead(nn.Module):
     scale-attention head.
     """
 
-    def __init__(self, *, in_channels: int, num_classes: int, mid_channels: int, key_channels: int,
-                 dropout: float):
+    def __init__(self, *, in_channels: int, num_classes: int, mid_channels: int, key_channels: int, dropout: float):
         super().__init__()
-        self.conv3x3_ocr = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 3, padding=1),
-                                         bn_relu(mid_channels))
-        self.ocr_distri_head = SpatialOCR(in_channels=mid_channels, key_channels=key_channels,
-                                          out_channels=mid_channels, dropout=dropout)
+        self.conv3x3_ocr = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 3, padding=1), bn_relu(mid_channels))
+        self.ocr_distri_head = SpatialOCR(
+            in_channels=mid_channels, key_channels=key_channels, out_channels=mid_channels, dropout=dropout
+        )
         self.cls_head = nn.Conv2d(mid_channels, num_classes, 1)
         self.aux_head = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, 1),
@@ -108,19 +109,33 @@ class OCRHead(nn.Module):
 class HRNetOCR(MultiScaleSegmenter):
     """HRNetV2 + OCR head + multi-scale attention; ``spec = HRNET_SPECS["w48"]`` is the published teacher."""
 
-    def __init__(self, *, spec: HRNetSpec, num_classes: int, mscale: MscaleMode = "hierarchical",
-                 train_scales: Sequence[float] = (0.5, 1.0), infer_scales: Sequence[float] = (0.5, 1.0, 2.0),
-                 dropout: float = 0.05, attn_inner_3x3: bool = True):
-        super().__init__(num_classes=num_classes, mscale=mscale, train_scales=train_scales,
-                         infer_scales=infer_scales)
+    def __init__(
+        self,
+        *,
+        spec: HRNetSpec,
+        num_classes: int,
+        mscale: MscaleMode = "hierarchical",
+        train_scales: Sequence[float] = (0.5, 1.0),
+        infer_scales: Sequence[float] = (0.5, 1.0, 2.0),
+        dropout: float = 0.05,
+        attn_inner_3x3: bool = True,
+    ):
+        super().__init__(num_classes=num_classes, mscale=mscale, train_scales=train_scales, infer_scales=infer_scales)
         self.backbone = HRNetV2(spec=spec)
-        self.ocr = OCRHead(in_channels=self.backbone.out_channels, num_classes=num_classes,
-                           mid_channels=spec.ocr_mid_channels, key_channels=spec.ocr_key_channels,
-                           dropout=dropout)
+        self.ocr = OCRHead(
+            in_channels=self.backbone.out_channels,
+            num_classes=num_classes,
+            mid_channels=spec.ocr_mid_channels,
+            key_channels=spec.ocr_key_channels,
+            dropout=dropout,
+        )
         self.scale_attn = (
-            ScaleAttentionHead(in_channels=spec.ocr_mid_channels, mid_channels=spec.attn_channels,
-                               inner_3x3=attn_inner_3x3)
-            if self.uses_attention else None)
+            ScaleAttentionHead(
+                in_channels=spec.ocr_mid_channels, mid_channels=spec.attn_channels, inner_3x3=attn_inner_3x3
+            )
+            if self.uses_attention
+            else None
+        )
 
     def segment(self, x: Tensor) -> SegmentOutput:
         logits, aux, ocr_feats = self.ocr(self.backbone(x))

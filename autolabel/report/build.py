@@ -54,11 +54,17 @@ class _Assets:
         return f"{ASSETS}/{name}"
 
 
-def build_report(out: str | Path, dest: str | Path | None = None, *,
-                 evaluations: Mapping[str, Path] | None = None, audits: Mapping[str, Path] | None = None,
-                 fine_source: dict[str, Any] | None = None,
-                 classes: ClassSet | None = None, options: ReportOptions = ReportOptions(),
-                 on_step: Callable[[str], None] | None = None) -> Path:
+def build_report(
+    out: str | Path,
+    dest: str | Path | None = None,
+    *,
+    evaluations: Mapping[str, Path] | None = None,
+    audits: Mapping[str, Path] | None = None,
+    fine_source: dict[str, Any] | None = None,
+    classes: ClassSet | None = None,
+    options: ReportOptions = ReportOptions(),
+    on_step: Callable[[str], None] | None = None,
+) -> Path:
     """Write the report of the label set in ``out`` to ``dest`` (default ``OUT/report``); returns the page.
 
     ``evaluations`` maps a column name to a JSON file as ``autolabel evaluate`` writes it, ``audits`` a row
@@ -91,8 +97,10 @@ def _check_classes(classes: ClassSet | None, meta: dict[str, Any]) -> ClassSet:
     if classes is None:
         return collect.classes_of(meta)
     if tuple(classes.names) != tuple(meta["classes"]):
-        raise LabelSetError(f"the given class list ({classes.num_classes} classes) is not the label set's "
-                            f"({len(meta['classes'])} classes: {', '.join(meta['classes'][:4])}, ...)")
+        raise LabelSetError(
+            f"the given class list ({classes.num_classes} classes) is not the label set's "
+            f"({len(meta['classes'])} classes: {', '.join(meta['classes'][:4])}, ...)"
+        )
     return classes
 
 
@@ -109,9 +117,11 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 def _page(meta: dict[str, Any], sections: Sequence[str]) -> str:
     scales = "/".join(f"{s:g}" for s in meta["scales"])
-    subtitle = (f"label set {meta['labelset_id']} · teacher {meta['teacher_sha256'][:12]} · scales {scales}"
-                f"{' + flip' if meta.get('flip') else ''} · threshold {meta['threshold']:g} · "
-                f"code {meta.get('code_version', '?')}")
+    subtitle = (
+        f"label set {meta['labelset_id']} · teacher {meta['teacher_sha256'][:12]} · scales {scales}"
+        f"{' + flip' if meta.get('flip') else ''} · threshold {meta['threshold']:g} · "
+        f"code {meta.get('code_version', '?')}"
+    )
     return html.page("Auto-label report", subtitle, sections)
 
 
@@ -119,9 +129,18 @@ def _page(meta: dict[str, Any], sections: Sequence[str]) -> str:
 # the sections
 
 
-def _sections(out: Path, meta: dict[str, Any], manifest: Any, classes: ClassSet, evals: Sequence[Any],
-              checks: Sequence[collect.Audit], fine_source: dict[str, Any] | None, options: ReportOptions,
-              assets: _Assets, step: Callable[[str], None]) -> list[str]:
+def _sections(
+    out: Path,
+    meta: dict[str, Any],
+    manifest: Any,
+    classes: ClassSet,
+    evals: Sequence[Any],
+    checks: Sequence[collect.Audit],
+    fine_source: dict[str, Any] | None,
+    options: ReportOptions,
+    assets: _Assets,
+    step: Callable[[str], None],
+) -> list[str]:
     rows = [r for r in manifest.to_pylist() if r["status"] == "ok"]
     step("overview")
     sections = [_overview_section(out, meta, manifest, classes)]
@@ -139,12 +158,21 @@ def _sections(out: Path, meta: dict[str, Any], manifest: Any, classes: ClassSet,
     randoms = collect.random_rows(rows, options.sample, options.seed, exclude=worst)
     step("sheets")
     sheet_ctx = _SheetContext(out, meta, classes, source, options.thumb_width, assets)
-    sections.append(html.section(
-        f"Lowest mean confidence ({len(worst)})", _sheet_intro(meta, classes, assets),
-        _sheet(sheet_ctx, worst, "worst"), anchor="worst"))
-    sections.append(html.section(
-        f"Random sample ({len(randoms)}, seed {options.seed})", _sheet(sheet_ctx, randoms, "random"),
-        anchor="random"))
+    sections.append(
+        html.section(
+            f"Lowest mean confidence ({len(worst)})",
+            _sheet_intro(meta, classes, assets),
+            _sheet(sheet_ctx, worst, "worst"),
+            anchor="worst",
+        )
+    )
+    sections.append(
+        html.section(
+            f"Random sample ({len(randoms)}, seed {options.seed})",
+            _sheet(sheet_ctx, randoms, "random"),
+            anchor="random",
+        )
+    )
     if source.notes:
         sections.append(html.section("Notes", *(html.paragraph(n, "note") for n in source.notes)))
     return sections
@@ -160,16 +188,19 @@ def _overview_section(out: Path, meta: dict[str, Any], manifest: Any, classes: C
         ("mean confidence (max softmax)", f"{ov.mean_confidence:.3f}"),
         ("teacher time, all images", _duration(ov.seconds_total)),
         ("per image", f"{1000 * ov.seconds_per_image:.0f} ms"),
-        ("label PNGs", f"{ov.label_bytes / 1e6:.2f} MB "
-                       f"({ov.label_bytes / 1e3 / max(ov.ok, 1):.1f} KB/image)"),
+        ("label PNGs", f"{ov.label_bytes / 1e6:.2f} MB ({ov.label_bytes / 1e3 / max(ov.ok, 1):.1f} KB/image)"),
         ("shards", ", ".join(ov.shards) or "-"),
         ("source", _source_text(meta.get("source") or {})),
     ]
     parts = [html.table(None, facts)]
     if ov.errors:
         shown = ov.errors[:50]
-        parts.append(html.paragraph(f"{len(ov.errors)} image(s) could not be labelled"
-                                    f"{' (first 50)' if len(ov.errors) > 50 else ''}:", "note"))
+        parts.append(
+            html.paragraph(
+                f"{len(ov.errors)} image(s) could not be labelled{' (first 50)' if len(ov.errors) > 50 else ''}:",
+                "note",
+            )
+        )
         parts.append(html.table(["image id", "error"], shown))
     return html.section("Overview", *parts, anchor="overview")
 
@@ -195,22 +226,29 @@ def _evaluation_section(evals: Sequence[Any], classes: ClassSet) -> str:
     rows.append(["mIoU"] + [_pct(e.miou) for e in evals])
     headers = ["class"] + [e.name for e in evals]
     sources = html.paragraph("From: " + "; ".join(f"{e.name} = {e.source}" for e in evals), "muted")
-    return html.section("Evaluation (IoU %)", html.table(headers, rows, [False] + [True] * len(evals)),
-                        sources, anchor="evaluation")
+    return html.section(
+        "Evaluation (IoU %)", html.table(headers, rows, [False] + [True] * len(evals)), sources, anchor="evaluation"
+    )
 
 
-def _share_series(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet,
-                  source: collect.SourceData, options: ReportOptions) -> tuple[list[plots.Series], list[str]]:
+def _share_series(
+    manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet, source: collect.SourceData, options: ReportOptions
+) -> tuple[list[plots.Series], list[str]]:
     """Per-class shares of the auto labels, the same images' coarse labels and the fine split (as found)."""
     lut = classes.label_to_train_lut()
     auto = collect.auto_class_counts(manifest, classes.num_classes)
     series = [plots.Series("auto labels", list(collect.shares_from_counts(auto)))]
     notes = [f"auto labels: all {len(rows):,} labelled images"]
-    coarse = [source.samples[r["id"]].coarse for r in rows
-              if r["id"] in source.samples and source.samples[r["id"]].coarse is not None]
+    coarse = [
+        source.samples[r["id"]].coarse
+        for r in rows
+        if r["id"] in source.samples and source.samples[r["id"]].coarse is not None
+    ]
     fine = [s.label for s in source.fine]
-    for name, paths, what in (("human coarse (same images)", coarse, "of the same images"),
-                              ("fine (training split)", fine, "fine training images")):
+    for name, paths, what in (
+        ("human coarse (same images)", coarse, "of the same images"),
+        ("fine (training split)", fine, "fine training images"),
+    ):
         if paths:
             picked = collect.spread(paths, options.reference_images)
             counts = collect.label_class_counts(picked, lut, classes.num_classes)
@@ -220,69 +258,105 @@ def _share_series(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassS
 
 
 def _audit_section(checks: Sequence[collect.Audit]) -> str:
-    rows = [[a.name, a.reference, f"{a.images:,}", _pct(a.coverage), _pct(a.accuracy), _pct(a.miou)]
-            for a in checks]
+    rows = [[a.name, a.reference, f"{a.images:,}", _pct(a.coverage), _pct(a.accuracy), _pct(a.miou)] for a in checks]
     return html.section(
         "Label sets vs human labels",
-        html.paragraph("Coverage: share of pixels that carry a label. Accuracy and mIoU: on the pixels both "
-                       "the label set and the reference label (`autolabel evaluate-labels`)."),
-        html.table(["label set", "reference", "images", "coverage %", "accuracy %", "mIoU %"], rows,
-                   [False, False, True, True, True, True]),
-        anchor="audit")
+        html.paragraph(
+            "Coverage: share of pixels that carry a label. Accuracy and mIoU: on the pixels both "
+            "the label set and the reference label (`autolabel evaluate-labels`)."
+        ),
+        html.table(
+            ["label set", "reference", "images", "coverage %", "accuracy %", "mIoU %"],
+            rows,
+            [False, False, True, True, True, True],
+        ),
+        anchor="audit",
+    )
 
 
-def _shares_section(manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet,
-                    source: collect.SourceData, options: ReportOptions, assets: _Assets) -> str:
+def _shares_section(
+    manifest: Any,
+    rows: Sequence[dict[str, Any]],
+    classes: ClassSet,
+    source: collect.SourceData,
+    options: ReportOptions,
+    assets: _Assets,
+) -> str:
     series, notes = _share_series(manifest, rows, classes, source, options)
     # classes no source has a pixel of (e.g. Cityscapes classes a custom dataset never draws) only add noise
     shown = [c for c in range(classes.num_classes) if any(s.values[c] > 0 for s in series)]
     absent = [classes.names[c] for c in range(classes.num_classes) if c not in shown]
     series = [plots.Series(s.name, [s.values[c] for c in shown]) for s in series]
     names = [classes.names[c] for c in shown]
-    chart = plots.grouped_bar_chart(names, series, title="Share of labelled pixels per class",
-                                    swatches=[classes.colors[c] for c in shown])
+    chart = plots.grouped_bar_chart(
+        names, series, title="Share of labelled pixels per class", swatches=[classes.colors[c] for c in shown]
+    )
     table_rows = [[name] + [f"{100 * s.values[i]:.2f}" for s in series] for i, name in enumerate(names)]
     return html.section(
         "Class shares: auto labels vs human labels",
-        html.paragraph("Each class's share of the pixels that carry a label (ignore excluded). "
-                       + "; ".join(notes) + "."),
+        html.paragraph(
+            "Each class's share of the pixels that carry a label (ignore excluded). " + "; ".join(notes) + "."
+        ),
         html.figure(assets.save(chart, "class_shares.png"), "per-class pixel share", width=chart.width),
         html.table(["class"] + [f"{s.name} %" for s in series], table_rows, [False] + [True] * len(series)),
         html.paragraph(f"No pixels anywhere: {', '.join(absent)}.", "muted") if absent else "",
-        anchor="shares")
+        anchor="shares",
+    )
 
 
-def _coverage_section(out: Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any], classes: ClassSet,
-                      options: ReportOptions, assets: _Assets, own_audit: collect.Audit | None) -> str:
+def _coverage_section(
+    out: Path,
+    rows: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    classes: ClassSet,
+    options: ReportOptions,
+    assets: _Assets,
+    own_audit: collect.Audit | None,
+) -> str:
     cov = collect.coverage_curve(out, rows, meta, classes, options.coverage_images)
     if cov is None:
-        return html.section("Coverage vs threshold", html.paragraph(
-            "No confidence store in this label set (generate ran without confidence), so no curve."),
-            anchor="coverage")
+        return html.section(
+            "Coverage vs threshold",
+            html.paragraph("No confidence store in this label set (generate ran without confidence), so no curve."),
+            anchor="coverage",
+        )
     curves = [plots.Series("pixels labelled %", [100 * v for v in cov.overall])]
     if own_audit is not None:
         accuracy = {round(p["threshold"], 6): p["accuracy"] for p in own_audit.sweep}
-        curves.append(plots.Series(f"accuracy vs {own_audit.reference} % ({own_audit.name})",
-                                   [_scaled(accuracy.get(round(t, 6))) for t in cov.thresholds]))
-    chart = plots.line_chart(cov.thresholds, curves, title="Coverage vs threshold",
-                             x_label="threshold on max softmax probability", y_label="%",
-                             marker_x=float(meta["threshold"]))
+        curves.append(
+            plots.Series(
+                f"accuracy vs {own_audit.reference} % ({own_audit.name})",
+                [_scaled(accuracy.get(round(t, 6))) for t in cov.thresholds],
+            )
+        )
+    chart = plots.line_chart(
+        cov.thresholds,
+        curves,
+        title="Coverage vs threshold",
+        x_label="threshold on max softmax probability",
+        y_label="%",
+        marker_x=float(meta["threshold"]),
+    )
     picks = [t for t in (cov.thresholds[0], 0.7, 0.9) if t in cov.thresholds]
     cols = [cov.thresholds.index(t) for t in picks]
     present = [c for c in range(classes.num_classes) if not np.isnan(cov.per_class[c]).all()]
     table_rows = [[classes.names[c]] + [f"{100 * cov.per_class[c, j]:.1f}" for j in cols] for c in present]
     return html.section(
         "Coverage vs threshold",
-        html.paragraph("Share of pixels that would keep a label if the teacher's max probability had to "
-                       f"exceed each threshold (dashed: this set's threshold {meta['threshold']:g}). From "
-                       f"the confidence store of {cov.images:,} images; exact at each ladder value, so "
-                       "`autolabel rethreshold` / `student.threshold` give exactly these labels."),
+        html.paragraph(
+            "Share of pixels that would keep a label if the teacher's max probability had to "
+            f"exceed each threshold (dashed: this set's threshold {meta['threshold']:g}). From "
+            f"the confidence store of {cov.images:,} images; exact at each ladder value, so "
+            "`autolabel rethreshold` / `student.threshold` give exactly these labels."
+        ),
         html.figure(assets.save(chart, "coverage.png"), "coverage vs threshold", width=chart.width),
-        html.paragraph("Per class: of the pixels labelled with the class at the set's threshold, the share "
-                       "kept at a higher threshold."),
-        html.table(["class"] + [f"kept at {t:g} %" for t in picks], table_rows,
-                   [False] + [True] * len(picks)),
-        anchor="coverage")
+        html.paragraph(
+            "Per class: of the pixels labelled with the class at the set's threshold, the share "
+            "kept at a higher threshold."
+        ),
+        html.table(["class"] + [f"kept at {t:g} %" for t in picks], table_rows, [False] + [True] * len(picks)),
+        anchor="coverage",
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -311,10 +385,15 @@ def _sheet_intro(meta: dict[str, Any], classes: ClassSet, assets: _Assets) -> st
     low, top = meta["ladder"][0], meta["ladder"][-1]
     conf = assets.save(plots.ramp_legend(260, f"<= {low:g}", f"> {top:g}"), "legend_confidence.png")
     attn = assets.save(plots.ramp_legend(260, "0: larger scale", "1: this scale"), "legend_attention.png")
-    return (html.class_legend(classes.names, classes.colors)
-            + html.figure(conf, "confidence colours", "confidence: max softmax probability, by ladder step")
-            + html.figure(attn, "attention colours", "attention of scale s: weight of s's prediction against "
-                                                   "the fused prediction of the larger scales"))
+    return (
+        html.class_legend(classes.names, classes.colors)
+        + html.figure(conf, "confidence colours", "confidence: max softmax probability, by ladder step")
+        + html.figure(
+            attn,
+            "attention colours",
+            "attention of scale s: weight of s's prediction against the fused prediction of the larger scales",
+        )
+    )
 
 
 def _sheet(ctx: _SheetContext, rows: Sequence[dict[str, Any]], prefix: str) -> str:
@@ -337,17 +416,21 @@ def _coarse_path(ctx: _SheetContext, row: dict[str, Any]) -> Path | None:
     return sample.coarse if sample is not None else None
 
 
-def _row_cells(ctx: _SheetContext, row: dict[str, Any], stem: str, scales: Sequence[float],
-               has_coarse: bool) -> list[tuple[str, str]]:
+def _row_cells(
+    ctx: _SheetContext, row: dict[str, Any], stem: str, scales: Sequence[float], has_coarse: bool
+) -> list[tuple[str, str]]:
     size = (int(row["width"]), int(row["height"]))
-    cells = [_image_tile(ctx, row, size, stem), _label_tile(ctx, row, size, stem),
-             _confidence_tile(ctx, row, size, stem)]
+    cells = [
+        _image_tile(ctx, row, size, stem),
+        _label_tile(ctx, row, size, stem),
+        _confidence_tile(ctx, row, size, stem),
+    ]
     maps = collect.attention_maps(ctx.out, row["id"])
     for s in scales:
-        tile = (plots.heatmap(read_label(maps[s])) if s in maps
-                else _placeholder(ctx, size, "not dumped"))
-        cells.append((ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_attn_{s:g}x.png"),
-                      f"attention {s:g}x"))
+        tile = plots.heatmap(read_label(maps[s])) if s in maps else _placeholder(ctx, size, "not dumped")
+        cells.append(
+            (ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_attn_{s:g}x.png"), f"attention {s:g}x")
+        )
     if has_coarse:
         cells.append(_coarse_tile(ctx, row, size, stem))
     return cells
@@ -383,8 +466,7 @@ def _label_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], 
     return ctx.assets.save(_fit(ctx, tile, size, nearest=True), f"{stem}_label.png"), "auto label"
 
 
-def _confidence_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int],
-                     stem: str) -> tuple[str, str]:
+def _confidence_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
     if confidence.has_codes(ctx.out, row["id"]):
         tile = plots.heatmap(confidence.load_confidence(ctx.out, row["id"]), levels=len(ctx.meta["ladder"]))
     else:
@@ -392,13 +474,15 @@ def _confidence_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, i
     return ctx.assets.save(_fit(ctx, tile, size, nearest=True), f"{stem}_confidence.png"), "confidence"
 
 
-def _coarse_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int],
-                 stem: str) -> tuple[str, str]:
+def _coarse_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
     path = _coarse_path(ctx, row)
     try:
         labels = read_label(path, ctx.classes.label_to_train_lut()) if path is not None else None
     except AutolabelError:
         labels = None
-    tile = (plots.colorize_labels(labels, ctx.classes.palette()) if labels is not None
-            else _placeholder(ctx, size, "no coarse label"))
+    tile = (
+        plots.colorize_labels(labels, ctx.classes.palette())
+        if labels is not None
+        else _placeholder(ctx, size, "no coarse label")
+    )
     return ctx.assets.save(_fit(ctx, tile, size, nearest=True), f"{stem}_coarse.png"), "human coarse label"

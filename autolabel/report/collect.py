@@ -34,8 +34,7 @@ def classes_of(meta: dict[str, Any]) -> ClassSet:
     names = tuple(meta["classes"])
     if names == CITYSCAPES.names:
         return CITYSCAPES
-    return custom_class_set(names, label_ids=tuple(meta.get("label_ids") or ()),
-                            ignore_index=int(meta["ignore_index"]))
+    return custom_class_set(names, label_ids=tuple(meta.get("label_ids") or ()), ignore_index=int(meta["ignore_index"]))
 
 
 def stored_to_train_lut(meta: dict[str, Any], classes: ClassSet) -> np.ndarray | None:
@@ -71,13 +70,19 @@ def overview(out: Path, manifest: Any, class_names: Sequence[str]) -> Overview:
     """Counts, errors and time from the full manifest (``read_manifest(out, status=None)``)."""
     summary = labelset.summarise(manifest, class_names)
     seconds = [s or 0.0 for s in manifest.column("seconds").to_pylist()]
-    labels = [Path(out) / p for p, s in zip(manifest.column("label").to_pylist(),
-                                             manifest.column("status").to_pylist(), strict=True) if s == "ok"]
+    labels = [
+        Path(out) / p
+        for p, s in zip(manifest.column("label").to_pylist(), manifest.column("status").to_pylist(), strict=True)
+        if s == "ok"
+    ]
     return Overview(
-        images=summary["images"], ok=summary["ok"], errors=summary["errors"],
+        images=summary["images"],
+        ok=summary["ok"],
+        errors=summary["errors"],
         labelled_fraction=1.0 - summary["ignored_fraction"] if summary["pixels"] else 0.0,
         mean_confidence=summary["mean_confidence"],
-        seconds_total=float(sum(seconds)), seconds_per_image=float(sum(seconds) / max(len(seconds), 1)),
+        seconds_total=float(sum(seconds)),
+        seconds_per_image=float(sum(seconds) / max(len(seconds), 1)),
         shards=sorted(set(manifest.column("shard").to_pylist()) - {None}),
         label_bytes=sum(p.stat().st_size for p in labels if p.is_file()),
     )
@@ -131,8 +136,9 @@ class Coverage:
     images: int  # how many images the numbers are computed from
 
 
-def coverage_curve(out: Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any], classes: ClassSet,
-                   limit: int = 200) -> Coverage | None:
+def coverage_curve(
+    out: Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any], classes: ClassSet, limit: int = 200
+) -> Coverage | None:
     """Coverage at every ladder rung from up to ``limit`` images; None without a confidence store.
 
     A pixel survives threshold ``ladder[j]`` iff its code is > j (see :mod:`autolabel.generate.confidence`).
@@ -154,8 +160,12 @@ def coverage_curve(out: Path, rows: Sequence[dict[str, Any]], meta: dict[str, An
     labelled = joint[: classes.num_classes].sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(labelled > 0, kept[: classes.num_classes] / np.maximum(labelled, 1), np.nan)
-    return Coverage(thresholds=ladder, overall=[float(v) for v in kept.sum(axis=0) / max(total, 1)],
-                    per_class=per_class, images=len(picked))
+    return Coverage(
+        thresholds=ladder,
+        overall=[float(v) for v in kept.sum(axis=0) / max(total, 1)],
+        per_class=per_class,
+        images=len(picked),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,8 +177,9 @@ def worst_rows(rows: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["mean_confidence"], r["id"]))[:n]
 
 
-def random_rows(rows: Sequence[dict[str, Any]], n: int, seed: int = 0,
-                exclude: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+def random_rows(
+    rows: Sequence[dict[str, Any]], n: int, seed: int = 0, exclude: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """``n`` rows drawn uniformly with ``seed`` (not among ``exclude``), in id order."""
     skip = {r["id"] for r in exclude}
     pool = [r for r in rows if r["id"] not in skip]
@@ -245,10 +256,10 @@ def read_evaluation(path: Path, name: str | None = None) -> Evaluation:
         raise DataError(f"{path}: unreadable evaluation JSON ({exc})") from None
     metrics = raw.get("metrics", raw) if isinstance(raw, dict) else None
     if not isinstance(metrics, dict) or "miou" not in metrics or not isinstance(metrics.get("iou"), dict):
-        raise DataError(f"{path}: expected {{'miou': ..., 'iou': {{class: value}}}} (the JSON "
-                        "`autolabel evaluate` writes)")
-    return Evaluation(name=name or Path(path).stem, miou=metrics["miou"], iou=dict(metrics["iou"]),
-                      source=Path(path))
+        raise DataError(
+            f"{path}: expected {{'miou': ..., 'iou': {{class: value}}}} (the JSON `autolabel evaluate` writes)"
+        )
+    return Evaluation(name=name or Path(path).stem, miou=metrics["miou"], iou=dict(metrics["iou"]), source=Path(path))
 
 
 @dataclass(frozen=True)
@@ -269,9 +280,16 @@ def read_audit(path: Path, name: str) -> Audit:
     """An ``evaluate-labels`` JSON; a :class:`DataError` naming the file when it is not one."""
     try:
         raw = json.loads(Path(path).read_text())
-        return Audit(name=name, labelset_id=raw.get("labelset_id"), reference=str(raw["reference"]),
-                     images=int(raw["images"]), coverage=raw["coverage"], accuracy=raw["accuracy"],
-                     miou=raw["miou"], sweep=list(raw.get("sweep") or []))
+        return Audit(
+            name=name,
+            labelset_id=raw.get("labelset_id"),
+            reference=str(raw["reference"]),
+            images=int(raw["images"]),
+            coverage=raw["coverage"],
+            accuracy=raw["accuracy"],
+            miou=raw["miou"],
+            sweep=list(raw.get("sweep") or []),
+        )
     except FileNotFoundError:
         raise DataError(f"{path}: audit file not found") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -14,13 +14,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # anchors of a dark-blue -> teal -> yellow ramp (perceptually ordered, readable for colour-blind viewers)
-_RAMP_ANCHORS = np.array([
-    [0.00, 20, 12, 60],
-    [0.25, 50, 70, 140],
-    [0.50, 35, 140, 140],
-    [0.75, 110, 200, 90],
-    [1.00, 250, 230, 40],
-])
+_RAMP_ANCHORS = np.array(
+    [
+        [0.00, 20, 12, 60],
+        [0.25, 50, 70, 140],
+        [0.50, 35, 140, 140],
+        [0.75, 110, 200, 90],
+        [1.00, 250, 230, 40],
+    ]
+)
 SERIES_COLORS = ((70, 110, 200), (230, 140, 40), (90, 170, 90), (200, 70, 90))
 BACKGROUND = (255, 255, 255)
 INK = (40, 40, 40)
@@ -39,8 +41,11 @@ def font(size: int = 13) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def ramp_table() -> np.ndarray:
     """(256, 3) uint8 colours of the heat-map ramp, index 0 = low."""
     x = np.linspace(0.0, 1.0, 256)
-    return np.stack([np.interp(x, _RAMP_ANCHORS[:, 0], _RAMP_ANCHORS[:, c]) for c in (1, 2, 3)],
-                    axis=1).round().astype(np.uint8)
+    return (
+        np.stack([np.interp(x, _RAMP_ANCHORS[:, 0], _RAMP_ANCHORS[:, c]) for c in (1, 2, 3)], axis=1)
+        .round()
+        .astype(np.uint8)
+    )
 
 
 def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
@@ -101,9 +106,16 @@ def _nice_step(top: float, ticks: int = 5) -> float:
     return float(next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw))
 
 
-def grouped_bar_chart(categories: Sequence[str], series: Sequence[Series], *, title: str,
-                      swatches: Sequence[tuple[int, int, int]] | None = None, unit: str = "%",
-                      scale: float = 100.0, width: int = 860) -> Image.Image:
+def grouped_bar_chart(
+    categories: Sequence[str],
+    series: Sequence[Series],
+    *,
+    title: str,
+    swatches: Sequence[tuple[int, int, int]] | None = None,
+    unit: str = "%",
+    scale: float = 100.0,
+    width: int = 860,
+) -> Image.Image:
     """Horizontal bars, one group per category, one bar per series; values are multiplied by ``scale``."""
     bar_h, gap = 9, 8
     group_h = bar_h * len(series) + gap
@@ -132,15 +144,25 @@ def grouped_bar_chart(categories: Sequence[str], series: Sequence[Series], *, ti
             if value is None:
                 continue
             x1 = left + int(plot_w * value * scale / axis_top)
-            draw.rectangle([left, y + i * bar_h, max(left + 1, x1), y + (i + 1) * bar_h - 2],
-                           fill=SERIES_COLORS[i % len(SERIES_COLORS)])
+            draw.rectangle(
+                [left, y + i * bar_h, max(left + 1, x1), y + (i + 1) * bar_h - 2],
+                fill=SERIES_COLORS[i % len(SERIES_COLORS)],
+            )
     draw.line([left, top - 4, left, bottom], fill=INK)
     return chart
 
 
-def line_chart(x: Sequence[float], series: Sequence[Series], *, title: str, x_label: str, y_label: str,
-               marker_x: float | None = None, y_range: tuple[float, float] = (0.0, 100.0),
-               size: tuple[int, int] = (640, 380)) -> Image.Image:
+def line_chart(
+    x: Sequence[float],
+    series: Sequence[Series],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    marker_x: float | None = None,
+    y_range: tuple[float, float] = (0.0, 100.0),
+    size: tuple[int, int] = (640, 380),
+) -> Image.Image:
     """Lines with dots over shared ``x`` values; ``marker_x`` draws a dashed vertical line (a threshold)."""
     width, height = size
     left, right, top, bottom = 64, 20, 58, height - 48
@@ -152,8 +174,10 @@ def line_chart(x: Sequence[float], series: Sequence[Series], *, title: str, x_la
     y_lo, y_hi = y_range
 
     def px(xv: float, yv: float) -> tuple[int, int]:
-        return (left + round((width - left - right) * (xv - x_lo) / (x_hi - x_lo)),
-                bottom - round((bottom - top) * (yv - y_lo) / (y_hi - y_lo)))
+        return (
+            left + round((width - left - right) * (xv - x_lo) / (x_hi - x_lo)),
+            bottom - round((bottom - top) * (yv - y_lo) / (y_hi - y_lo)),
+        )
 
     step = _nice_step(y_hi - y_lo)
     for tick in np.arange(y_lo, y_hi + step / 2, step):

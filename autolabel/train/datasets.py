@@ -30,8 +30,10 @@ logger = logging.getLogger(__name__)
 
 def _check_size(image: np.ndarray, label: np.ndarray, label_path: Path) -> None:
     if image.shape[:2] != label.shape:
-        raise DataError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but its image is "
-                        f"{image.shape[1]}x{image.shape[0]}")
+        raise DataError(
+            f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but its image is "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
 
 
 class FineSource:
@@ -40,8 +42,12 @@ class FineSource:
     def __init__(self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None):
         unlabelled = [s.id for s in samples if s.label is None]
         if unlabelled:
-            logger.warning("%d of %d training images have no label and are skipped (e.g. %s)",
-                           len(unlabelled), len(samples), unlabelled[0])
+            logger.warning(
+                "%d of %d training images have no label and are skipped (e.g. %s)",
+                len(unlabelled),
+                len(samples),
+                unlabelled[0],
+            )
         self.samples = [s for s in samples if s.label is not None]
         self.lut = lut
         self.max_pixels = max_pixels
@@ -73,9 +79,15 @@ class AutoLabelSource:
         coarse_classes: train ids taken from the coarse label wherever it says one of them.
     """
 
-    def __init__(self, out: str | Path, classes: ClassSet, threshold: float | None = None,
-                 coarse: dict[str, Path] | None = None, coarse_classes: Sequence[int] = (),
-                 max_pixels: int | None = None):
+    def __init__(
+        self,
+        out: str | Path,
+        classes: ClassSet,
+        threshold: float | None = None,
+        coarse: dict[str, Path] | None = None,
+        coarse_classes: Sequence[int] = (),
+        max_pixels: int | None = None,
+    ):
         self.out = Path(out)
         self.meta = read_labelset(self.out)
         self._check_classes(classes)
@@ -94,15 +106,18 @@ class AutoLabelSource:
     def _check_classes(self, classes: ClassSet) -> None:
         names = tuple(self.meta.get("classes") or ())
         if names != classes.names:
-            raise LabelSetError(f"{self.out}: the label set has classes {list(names)}, but training uses "
-                                f"{list(classes.names)}")
+            raise LabelSetError(
+                f"{self.out}: the label set has classes {list(names)}, but training uses {list(classes.names)}"
+            )
 
     def _check_threshold(self, threshold: float | None) -> float | None:
         if threshold is None or abs(threshold - float(self.meta["threshold"])) < 1e-9:
             return None  # the stored labels already are this threshold
         if not self.meta.get("confidence"):
-            raise LabelSetError(f"{self.out}: student.threshold = {threshold} needs the confidence store, "
-                                "but this label set was generated without one (generate.confidence = false)")
+            raise LabelSetError(
+                f"{self.out}: student.threshold = {threshold} needs the confidence store, "
+                "but this label set was generated without one (generate.confidence = false)"
+            )
         rung_index(threshold, self.ladder, floor=float(self.meta["threshold"]))  # raises naming valid values
         return threshold
 
@@ -137,8 +152,9 @@ class AutoLabelSource:
 def fuse_coarse(label: np.ndarray, coarse: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """``label`` with the human coarse label's value wherever that value is one of ``classes``."""
     if coarse.shape != label.shape:
-        raise DataError(f"coarse label is {coarse.shape[1]}x{coarse.shape[0]}, auto label "
-                        f"{label.shape[1]}x{label.shape[0]}")
+        raise DataError(
+            f"coarse label is {coarse.shape[1]}x{coarse.shape[0]}, auto label {label.shape[1]}x{label.shape[0]}"
+        )
     return np.where(np.isin(coarse, classes), coarse, label).astype(np.uint8)
 
 
@@ -149,8 +165,12 @@ class TrainDataset(torch.utils.data.Dataset):
     where ``weight`` is the source's loss weight.
     """
 
-    def __init__(self, sources: Sequence[FineSource | AutoLabelSource], transform: TrainTransform,
-                 loss_weights: Sequence[float] | None = None):
+    def __init__(
+        self,
+        sources: Sequence[FineSource | AutoLabelSource],
+        transform: TrainTransform,
+        loss_weights: Sequence[float] | None = None,
+    ):
         self.sources = list(sources)
         self.transform = transform
         self.loss_weights = list(loss_weights) if loss_weights is not None else [1.0] * len(self.sources)
@@ -166,9 +186,12 @@ class TrainDataset(torch.utils.data.Dataset):
         image, label = self.sources[item.source].load(item.index)
         rng = np.random.default_rng(item.seed)
         image, label = self.transform(image, label, rng, item.center)
-        return {"image": torch.from_numpy(image), "label": torch.from_numpy(label),
-                "weight": torch.tensor(self.loss_weights[item.source], dtype=torch.float32),
-                "source": torch.tensor(item.source, dtype=torch.int64)}
+        return {
+            "image": torch.from_numpy(image),
+            "label": torch.from_numpy(label),
+            "weight": torch.tensor(self.loss_weights[item.source], dtype=torch.float32),
+            "source": torch.tensor(item.source, dtype=torch.int64),
+        }
 
 
 class EvalDataset(torch.utils.data.Dataset):

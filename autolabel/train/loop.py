@@ -170,8 +170,9 @@ class TrainData:
     val_samples: list = field(default_factory=list)
 
 
-def build_train_data(cfg: PipelineConfig, classes: ClassSet, run_dir: Path, *, student: bool,
-                     labels: Sequence[Path] = ()) -> TrainData:
+def build_train_data(
+    cfg: PipelineConfig, classes: ClassSet, run_dir: Path, *, student: bool, labels: Sequence[Path] = ()
+) -> TrainData:
     """Fine data (+ auto-label sets for a student), their centroids, the epoch planner and validation set."""
     lut = classes.label_to_train_lut()
     max_pixels = cfg.data.max_image_pixels
@@ -190,24 +191,34 @@ def build_train_data(cfg: PipelineConfig, classes: ClassSet, run_dir: Path, *, s
     if len(fine) == 0 and len(sources) == 1:
         raise DataError(f"{cfg.data.root}: no labelled training images in split {cfg.data.train_split!r}")
     t = cfg.train
-    transform = TrainTransform(crop_size=(t.crop_size[0], t.crop_size[1]),
-                               scale_range=(t.scale_min, t.scale_max),
-                               flip=t.flip, jitter=t.color_jitter, ignore_index=classes.ignore_index)
+    transform = TrainTransform(
+        crop_size=(t.crop_size[0], t.crop_size[1]),
+        scale_range=(t.scale_min, t.scale_max),
+        flip=t.flip,
+        jitter=t.color_jitter,
+        ignore_index=classes.ignore_index,
+    )
     planner = EpochPlanner(
-        sizes=tuple(len(s) for s in sources), centroids=tuple(centroids),
-        auto_fraction=cfg.student.auto_fraction if student else 0.0, class_uniform_pct=t.class_uniform_pct,
-        drop_auto_after_epoch=cfg.student.drop_auto_after_epoch if student else None, seed=t.seed)
+        sizes=tuple(len(s) for s in sources),
+        centroids=tuple(centroids),
+        auto_fraction=cfg.student.auto_fraction if student else 0.0,
+        class_uniform_pct=t.class_uniform_pct,
+        drop_auto_after_epoch=cfg.student.drop_auto_after_epoch if student else None,
+        seed=t.seed,
+    )
     val = discover(cfg.data, cfg.data.val_split) if t.val_every else []
     labelled_val = [s for s in val if s.label is not None]
     return TrainData(TrainDataset(sources, transform, weights), planner, labelled_val)
 
 
-def _fine_centroids(fine: FineSource, lut: np.ndarray, cfg: PipelineConfig, classes: ClassSet,
-                    run_dir: Path) -> CentroidTable:
+def _fine_centroids(
+    fine: FineSource, lut: np.ndarray, cfg: PipelineConfig, classes: ClassSet, run_dir: Path
+) -> CentroidTable:
     if cfg.train.class_uniform_pct == 0 or len(fine) == 0:
         return CentroidTable.empty()
-    return cached_centroids(fine.label_paths, lut, classes.num_classes, cfg.train.class_uniform_tile,
-                            run_dir / CACHE, classes.ignore_index)
+    return cached_centroids(
+        fine.label_paths, lut, classes.num_classes, cfg.train.class_uniform_tile, run_dir / CACHE, classes.ignore_index
+    )
 
 
 def _boost_ids(cfg: PipelineConfig, classes: ClassSet) -> list[int] | None:
@@ -223,20 +234,34 @@ def _auto_source(out: Path, cfg: PipelineConfig, classes: ClassSet) -> AutoLabel
     if fusion:
         coarse = {s.id: s.coarse for s in discover(cfg.data, cfg.data.extra_split) if s.coarse is not None}
         if not coarse:
-            logger.warning("student.coarse_fusion_classes is set but split %r has no coarse labels",
-                           cfg.data.extra_split)
-    return AutoLabelSource(out, classes, threshold=cfg.student.threshold, coarse=coarse,
-                           coarse_classes=fusion, max_pixels=cfg.data.max_image_pixels)
+            logger.warning(
+                "student.coarse_fusion_classes is set but split %r has no coarse labels", cfg.data.extra_split
+            )
+    return AutoLabelSource(
+        out,
+        classes,
+        threshold=cfg.student.threshold,
+        coarse=coarse,
+        coarse_classes=fusion,
+        max_pixels=cfg.data.max_image_pixels,
+    )
 
 
-def make_loader(data: TrainData, sampler: PlanSampler, cfg: TrainConfig, device: torch.device
-                ) -> torch.utils.data.DataLoader:
+def make_loader(
+    data: TrainData, sampler: PlanSampler, cfg: TrainConfig, device: torch.device
+) -> torch.utils.data.DataLoader:
     """Batches of crops; the loader gets its own generator so creating it never draws from the global RNG
     (which would make a resumed run's dropout differ from an uninterrupted one)."""
     return torch.utils.data.DataLoader(
-        data.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
-        persistent_workers=cfg.workers > 0)  # the sampler runs in this process: workers survive epochs
+        data.dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=cfg.workers > 0,
+    )  # the sampler runs in this process: workers survive epochs
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,12 +287,13 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume:
         if not (run_dir / LAST).is_file() or not (run_dir / STATE).is_file():
-            raise CheckpointError(f"{run_dir}: nothing to resume (expected {LAST} and {STATE} from an "
-                                  "earlier run)")
+            raise CheckpointError(f"{run_dir}: nothing to resume (expected {LAST} and {STATE} from an earlier run)")
         return
     if existing and not overwrite:
-        raise OutputError(f"{run_dir}: holds a previous run ({', '.join(existing)}); pass --resume to "
-                          "continue it, --overwrite to replace it, or choose another train.out_dir")
+        raise OutputError(
+            f"{run_dir}: holds a previous run ({', '.join(existing)}); pass --resume to "
+            "continue it, --overwrite to replace it, or choose another train.out_dir"
+        )
     for name in existing:
         (run_dir / name).unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -306,18 +332,33 @@ def _gather_rng(info: DistInfo) -> list[dict[str, torch.Tensor]]:
     return gathered
 
 
-def save_training_state(run_dir: Path, model: nn.Module, cfg: PipelineConfig, classes: ClassSet,
-                        optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, pos: Position,
-                        info: DistInfo) -> None:
+def save_training_state(
+    run_dir: Path,
+    model: nn.Module,
+    cfg: PipelineConfig,
+    classes: ClassSet,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    pos: Position,
+    info: DistInfo,
+) -> None:
     """``last.state.pt`` then ``last.pt`` (both atomic); every rank must call this (RNG states are
     gathered)."""
     rng = _gather_rng(info)
     if not info.is_main:
         return
-    state = {"format": STATE_FORMAT, "global_step": pos.global_step, "epoch": pos.epoch,
-             "step_in_epoch": pos.step_in_epoch, "best_miou": pos.best_miou, "world_size": info.world_size,
-             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-             "model": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()}}
+    state = {
+        "format": STATE_FORMAT,
+        "global_step": pos.global_step,
+        "epoch": pos.epoch,
+        "step_in_epoch": pos.step_in_epoch,
+        "best_miou": pos.best_miou,
+        "world_size": info.world_size,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng,
+        "model": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()},
+    }
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(run_dir / STATE, buffer.getvalue())
@@ -325,13 +366,24 @@ def save_training_state(run_dir: Path, model: nn.Module, cfg: PipelineConfig, cl
 
 
 def _metadata(cfg: PipelineConfig, pos: Position) -> dict[str, Any]:
-    return {"global_step": pos.global_step, "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
-            "best_miou": None if pos.best_miou == float("-inf") else pos.best_miou, "config": to_dict(cfg)}
+    return {
+        "global_step": pos.global_step,
+        "epoch": pos.epoch,
+        "step_in_epoch": pos.step_in_epoch,
+        "best_miou": None if pos.best_miou == float("-inf") else pos.best_miou,
+        "config": to_dict(cfg),
+    }
 
 
-def load_training_state(run_dir: Path, model: nn.Module, cfg_model: ModelConfig,
-                        optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, info: DistInfo,
-                        num_classes: int) -> Position:
+def load_training_state(
+    run_dir: Path,
+    model: nn.Module,
+    cfg_model: ModelConfig,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    info: DistInfo,
+    num_classes: int,
+) -> Position:
     """Restore weights, optimizer, scaler and this rank's RNG state; returns where to continue."""
     ckpt = load_checkpoint(run_dir / LAST, expected_num_classes=num_classes)
     try:
@@ -345,11 +397,15 @@ def load_training_state(run_dir: Path, model: nn.Module, cfg_model: ModelConfig,
     weights = state.get("model")
     ahead = weights is not None and state["global_step"] > (ckpt.metadata.get("global_step") or 0)
     if state["global_step"] != ckpt.metadata.get("global_step") and not ahead:
-        raise CheckpointError(f"{run_dir}: {STATE} is at step {state['global_step']} but {LAST} at step "
-                              f"{ckpt.metadata.get('global_step')}; the run was interrupted while saving")
+        raise CheckpointError(
+            f"{run_dir}: {STATE} is at step {state['global_step']} but {LAST} at step "
+            f"{ckpt.metadata.get('global_step')}; the run was interrupted while saving"
+        )
     if ckpt.model_cfg != cfg_model:
-        raise CheckpointError(f"{run_dir / LAST}: the run was trained with model config "
-                              f"{to_dict(ckpt.model_cfg)}; resume it with the same [model] section")
+        raise CheckpointError(
+            f"{run_dir / LAST}: the run was trained with model config "
+            f"{to_dict(ckpt.model_cfg)}; resume it with the same [model] section"
+        )
     _unwrap(model).load_state_dict(weights if weights is not None else ckpt.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
@@ -357,10 +413,15 @@ def load_training_state(run_dir: Path, model: nn.Module, cfg_model: ModelConfig,
     if len(rng) == info.world_size:
         _set_rng_state(rng[info.rank], info.device)
     else:
-        logger.warning("resuming with %d processes, saved with %d: dropout RNG streams restart",
-                       info.world_size, len(rng))
-    return Position(epoch=state["epoch"], step_in_epoch=state["step_in_epoch"],
-                    global_step=state["global_step"], best_miou=state["best_miou"])
+        logger.warning(
+            "resuming with %d processes, saved with %d: dropout RNG streams restart", info.world_size, len(rng)
+        )
+    return Position(
+        epoch=state["epoch"],
+        step_in_epoch=state["step_in_epoch"],
+        global_step=state["global_step"],
+        best_miou=state["best_miou"],
+    )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -382,9 +443,14 @@ class StepContext:
     channels_last: bool = False
 
 
-def train_step(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: Callable,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, ctx: StepContext
-               ) -> dict[str, float]:
+def train_step(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ctx: StepContext,
+) -> dict[str, float]:
     """Forward, loss (per-source weights as pixel weights), backward, optimizer step; returns loss parts."""
     images = normalise(batch["image"].to(ctx.device, non_blocking=True), ctx.mean, ctx.std)  # (B, 3, H, W)
     if ctx.channels_last:
@@ -410,10 +476,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: Callable,
-                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, ctx: StepContext,
-                    pos: Position, *, lr_at: Callable[[int], float], max_iters: int = 0,
-                    on_step: Callable[[Position, dict[str, float]], None] | None = None) -> None:
+def train_one_epoch(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ctx: StepContext,
+    pos: Position,
+    *,
+    lr_at: Callable[[int], float],
+    max_iters: int = 0,
+    on_step: Callable[[Position, dict[str, float]], None] | None = None,
+) -> None:
     """Train over what the loader yields (the rest of an epoch), advancing ``pos``; stops at ``max_iters``."""
     model.train()
     for batch in loader:
@@ -428,11 +503,26 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, loss_
             on_step(pos, {**parts, "lr": lr})
 
 
-def evaluate(model: nn.Module, samples: Sequence, classes: ClassSet, *, device: torch.device,
-             settings: EvalSettings, info: DistInfo = DistInfo()) -> SegMetrics:
+def evaluate(
+    model: nn.Module,
+    samples: Sequence,
+    classes: ClassSet,
+    *,
+    device: torch.device,
+    settings: EvalSettings,
+    info: DistInfo = DistInfo(),
+) -> SegMetrics:
     """Validation mIoU over whole images, split across ranks and summed (same result on every rank)."""
-    return evaluate_model(_unwrap(model), samples, classes.label_to_train_lut(), classes.names, device=device,
-                          settings=settings, rank=info.rank, world_size=info.world_size)
+    return evaluate_model(
+        _unwrap(model),
+        samples,
+        classes.label_to_train_lut(),
+        classes.names,
+        device=device,
+        settings=settings,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
 
 
 def items_per_source(sampler: PlanSampler, num_sources: int) -> list[int]:
@@ -462,9 +552,16 @@ class FitResult:
     model: nn.Module
 
 
-def fit(cfg: PipelineConfig, *, student: bool = False, labels: Sequence[Path] = (), resume: bool = False,
-        overwrite: bool = False, on_step: Callable[[Position, dict[str, float]], None] | None = None,
-        on_epoch_start: Callable[[int, int], None] | None = None) -> FitResult:
+def fit(
+    cfg: PipelineConfig,
+    *,
+    student: bool = False,
+    labels: Sequence[Path] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    on_step: Callable[[Position, dict[str, float]], None] | None = None,
+    on_epoch_start: Callable[[int, int], None] | None = None,
+) -> FitResult:
     """Train a teacher (fine labels) or a student (fine + auto-label sets ``labels``) as ``cfg`` says.
 
     Runs under torchrun as well (one process per device). ``on_step``/``on_epoch_start(epoch, steps)`` are
@@ -474,8 +571,9 @@ def fit(cfg: PipelineConfig, *, student: bool = False, labels: Sequence[Path] = 
     if student and not labels:
         raise ConfigError("student.labels: no auto-label set given (pass --labels DIR or set student.labels)")
     if student:  # the run's config.toml records the label sets and the schedule actually used
-        cfg = replace(cfg, student=replace(cfg.student, labels=labels),
-                      train=replace(cfg.train, epochs=cfg.epochs(student=True)))
+        cfg = replace(
+            cfg, student=replace(cfg.student, labels=labels), train=replace(cfg.train, epochs=cfg.epochs(student=True))
+        )
     info = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.out_dir)
     classes = class_set_from_config(cfg.classes)
@@ -494,14 +592,19 @@ def fit(cfg: PipelineConfig, *, student: bool = False, labels: Sequence[Path] = 
     log = RunLog(run_dir / LOG if info.is_main else None)
     if info.is_main and not resume:
         atomic_write_bytes(run_dir / CONFIG, dump_toml(cfg).encode("utf-8"))
-    log.write("start", resume=resume, student=student, world_size=info.world_size, device=str(info.device),
-              global_step=pos.global_step, sources=list(data.dataset.sizes))
-    return _run_epochs(cfg, data, model, optimizer, scaler, pos, info, classes, run_dir, log, on_step,
-                       on_epoch_start)
+    log.write(
+        "start",
+        resume=resume,
+        student=student,
+        world_size=info.world_size,
+        device=str(info.device),
+        global_step=pos.global_step,
+        sources=list(data.dataset.sizes),
+    )
+    return _run_epochs(cfg, data, model, optimizer, scaler, pos, info, classes, run_dir, log, on_step, on_epoch_start)
 
 
-def _build_model(cfg: PipelineConfig, info: DistInfo
-                 ) -> tuple[nn.Module, torch.optim.SGD, torch.amp.GradScaler]:
+def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.optim.SGD, torch.amp.GradScaler]:
     """The (DDP-wrapped) model, seeded by ``train.seed``; then each rank gets its own dropout RNG stream."""
     torch.manual_seed(cfg.train.seed)
     model: nn.Module = build_model(cfg.model)
@@ -514,46 +617,78 @@ def _build_model(cfg: PipelineConfig, info: DistInfo
     optimizer = build_optimizer(model, cfg.train)
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
     return model, optimizer, make_grad_scaler(info.device, cfg.train.amp)
 
 
-def _run_epochs(cfg: PipelineConfig, data: TrainData, model: nn.Module, optimizer: torch.optim.SGD,
-                scaler: torch.amp.GradScaler, pos: Position, info: DistInfo, classes: ClassSet, run_dir: Path,
-                log: RunLog, on_step: Callable | None, on_epoch_start: Callable | None) -> FitResult:
+def _run_epochs(
+    cfg: PipelineConfig,
+    data: TrainData,
+    model: nn.Module,
+    optimizer: torch.optim.SGD,
+    scaler: torch.amp.GradScaler,
+    pos: Position,
+    info: DistInfo,
+    classes: ClassSet,
+    run_dir: Path,
+    log: RunLog,
+    on_step: Callable | None,
+    on_epoch_start: Callable | None,
+) -> FitResult:
     t = cfg.train
     sampler = PlanSampler(data.planner, rank=info.rank, world_size=info.world_size)
     loader = make_loader(data, sampler, t, info.device)
     loss_fn = build_loss(cfg.loss, classes.num_classes, classes.ignore_index)
     epoch_steps = [steps_per_epoch(data.planner, e, t.batch_size, info.world_size) for e in range(t.epochs)]
     if not any(epoch_steps):
-        raise DataError(f"{cfg.data.root}: too few training items for one batch of {t.batch_size} per "
-                        "process")
+        raise DataError(f"{cfg.data.root}: too few training items for one batch of {t.batch_size} per process")
     total = sum(epoch_steps)
-    ctx = StepContext(device=info.device, amp=t.amp, mean=cfg.data.mean, std=cfg.data.std,
-                      channels_last=info.device.type == "cuda")
-    eval_settings = EvalSettings(scales=t.val_scales, mean=cfg.data.mean, std=cfg.data.std,
-                                 max_pixels=cfg.data.max_image_pixels)
+    ctx = StepContext(
+        device=info.device, amp=t.amp, mean=cfg.data.mean, std=cfg.data.std, channels_last=info.device.type == "cuda"
+    )
+    eval_settings = EvalSettings(
+        scales=t.val_scales, mean=cfg.data.mean, std=cfg.data.std, max_pixels=cfg.data.max_image_pixels
+    )
     metrics = None
     started = time.perf_counter()
 
     def step_hook(p: Position, parts: dict[str, float]) -> None:
         if info.is_main and (p.global_step % t.log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]):
             seconds = round(time.perf_counter() - started, 3)
-            log.write("train", epoch=p.epoch, step=p.global_step, seconds=seconds,
-                      **{k: round(v, 6) for k, v in parts.items()})
+            log.write(
+                "train",
+                epoch=p.epoch,
+                step=p.global_step,
+                seconds=seconds,
+                **{k: round(v, 6) for k, v in parts.items()},
+            )
         if on_step is not None and info.is_main:
             on_step(p, parts)
 
     while pos.epoch < t.epochs and not (t.max_iters and pos.global_step >= t.max_iters):
         sampler.set_epoch(pos.epoch, start=pos.step_in_epoch * t.batch_size)
-        log.write("epoch", epoch=pos.epoch, steps=epoch_steps[pos.epoch], start_step=pos.step_in_epoch,
-                  items_per_source=items_per_source(sampler, len(data.dataset.sources)))
+        log.write(
+            "epoch",
+            epoch=pos.epoch,
+            steps=epoch_steps[pos.epoch],
+            start_step=pos.step_in_epoch,
+            items_per_source=items_per_source(sampler, len(data.dataset.sources)),
+        )
         if on_epoch_start is not None and info.is_main:
             on_epoch_start(pos.epoch, epoch_steps[pos.epoch] - pos.step_in_epoch)
-        train_one_epoch(model, loader, loss_fn, optimizer, scaler, ctx, pos,
-                        lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
-                        max_iters=t.max_iters, on_step=step_hook)
+        train_one_epoch(
+            model,
+            loader,
+            loss_fn,
+            optimizer,
+            scaler,
+            ctx,
+            pos,
+            lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
+            max_iters=t.max_iters,
+            on_step=step_hook,
+        )
         average_buffers(model, info)
         if pos.step_in_epoch < epoch_steps[pos.epoch]:
             break  # stopped by max_iters mid-epoch: save below, resume continues from here
@@ -562,16 +697,34 @@ def _run_epochs(cfg: PipelineConfig, data: TrainData, model: nn.Module, optimize
         save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
     if pos.step_in_epoch:
         save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
-    log.write("end", global_step=pos.global_step, epochs_done=pos.epoch,
-              best_miou=None if pos.best_miou == float("-inf") else pos.best_miou)
+    log.write(
+        "end",
+        global_step=pos.global_step,
+        epochs_done=pos.epoch,
+        best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
+    )
     _barrier(info)
-    return FitResult(run_dir=run_dir, global_step=pos.global_step, epochs_done=pos.epoch,
-                     best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
-                     last_metrics=metrics, model=_unwrap(model))
+    return FitResult(
+        run_dir=run_dir,
+        global_step=pos.global_step,
+        epochs_done=pos.epoch,
+        best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
+        last_metrics=metrics,
+        model=_unwrap(model),
+    )
 
 
-def _maybe_validate(cfg: PipelineConfig, data: TrainData, model: nn.Module, classes: ClassSet, info: DistInfo,
-                    settings: EvalSettings, pos: Position, run_dir: Path, log: RunLog) -> SegMetrics | None:
+def _maybe_validate(
+    cfg: PipelineConfig,
+    data: TrainData,
+    model: nn.Module,
+    classes: ClassSet,
+    info: DistInfo,
+    settings: EvalSettings,
+    pos: Position,
+    run_dir: Path,
+    log: RunLog,
+) -> SegMetrics | None:
     """Validate after every ``val_every``-th epoch; a new best mIoU also writes ``best.pt``."""
     every = cfg.train.val_every
     if not every or pos.epoch % every or not data.val_samples:
@@ -592,4 +745,3 @@ def iter_log(run_dir: Path) -> Iterator[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
-

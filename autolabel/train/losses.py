@@ -45,8 +45,15 @@ def neighbourhoods(x: Tensor, radius: int) -> Tensor:
     return torch.stack(shifts, dim=2).reshape(b, c, radius * radius, -1)
 
 
-def rmi_lower_bound(one_hot: Tensor, probs: Tensor, *, radius: int = 3, pool_size: int = 4,
-                    pool_stride: int = 4, pos_alpha: float = 5e-4) -> Tensor:
+def rmi_lower_bound(
+    one_hot: Tensor,
+    probs: Tensor,
+    *,
+    radius: int = 3,
+    pool_size: int = 4,
+    pool_stride: int = 4,
+    pos_alpha: float = 5e-4,
+) -> Tensor:
     """0.5 * logdet of the posterior covariance of label windows given prediction windows, per (image, class).
 
     one_hot, probs: (B, C, H, W). Returns (B, C) float64.
@@ -96,8 +103,17 @@ class RMILoss(nn.Module):
     statistic over regions, not pixels). A batch with no valid pixel gives exactly 0 (with a zero gradient).
     """
 
-    def __init__(self, *, num_classes: int, radius: int = 3, pool_size: int = 4, pool_stride: int = 4,
-                 bce_weight: float = 0.5, pos_alpha: float = 5e-4, clip_min: float = 1e-6):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        radius: int = 3,
+        pool_size: int = 4,
+        pool_stride: int = 4,
+        bce_weight: float = 0.5,
+        pos_alpha: float = 5e-4,
+        clip_min: float = 1e-6,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.radius = radius
@@ -114,8 +130,14 @@ class RMILoss(nn.Module):
             one_hot = one_hot.to(logits.dtype)
             bce = sigmoid_bce(logits, one_hot, valid, pixel_weight)
             probs = torch.sigmoid(logits) * valid.unsqueeze(1) + self.clip_min
-            per_class = rmi_lower_bound(one_hot, probs, radius=self.radius, pool_size=self.pool_size,
-                                        pool_stride=self.pool_stride, pos_alpha=self.pos_alpha)  # (B, C)
+            per_class = rmi_lower_bound(
+                one_hot,
+                probs,
+                radius=self.radius,
+                pool_size=self.pool_size,
+                pool_stride=self.pool_stride,
+                pos_alpha=self.pos_alpha,
+            )  # (B, C)
             image_weight = self._image_weight(valid, pixel_weight)  # (B,)
             rmi = ((per_class * image_weight[:, None]).mean(0) / self.radius**2).sum().to(logits.dtype)
             loss = self.bce_weight * bce + (1 - self.bce_weight) * rmi
@@ -143,8 +165,7 @@ class CrossEntropyLoss(nn.Module):
         valid = (target >= 0) & (target < self.num_classes)
         target = torch.where(valid, target, self.ignore_index)
         with _autocast_off(logits.device):
-            per_pixel = F.cross_entropy(_float(logits), target, ignore_index=self.ignore_index,
-                                        reduction="none")
+            per_pixel = F.cross_entropy(_float(logits), target, ignore_index=self.ignore_index, reduction="none")
             if pixel_weight is not None:
                 per_pixel = per_pixel * pixel_weight
             return per_pixel.sum() / valid.sum().clamp_min(1)
@@ -157,16 +178,16 @@ class MultiScaleLoss(nn.Module):
     applies when the outputs hold two or more ``pred_{s}x`` predictions. Returns (total, parts as floats).
     """
 
-    def __init__(self, *, main: nn.Module, side: nn.Module, aux_weight: float = 0.4,
-                 scale_weight: float = 0.05):
+    def __init__(self, *, main: nn.Module, side: nn.Module, aux_weight: float = 0.4, scale_weight: float = 0.05):
         super().__init__()
         self.main = main
         self.side = side
         self.aux_weight = aux_weight
         self.scale_weight = scale_weight
 
-    def forward(self, outputs: Mapping[str, Tensor], target: Tensor, pixel_weight: Tensor | None = None
-                ) -> tuple[Tensor, dict[str, float]]:
+    def forward(
+        self, outputs: Mapping[str, Tensor], target: Tensor, pixel_weight: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
         size = target.shape[-2:]
         terms = {"main": self.main(resize_to(outputs["pred"], size), target, pixel_weight)}
         total = terms["main"]
@@ -190,5 +211,4 @@ def build_loss(loss_cfg: LossConfig, num_classes: int, ignore_index: int = IGNOR
         side: nn.Module = SigmoidBCELoss(num_classes=num_classes)
     else:
         main = side = CrossEntropyLoss(num_classes=num_classes, ignore_index=ignore_index)
-    return MultiScaleLoss(main=main, side=side, aux_weight=loss_cfg.aux_weight,
-                          scale_weight=loss_cfg.scale_weight)
+    return MultiScaleLoss(main=main, side=side, aux_weight=loss_cfg.aux_weight, scale_weight=loss_cfg.scale_weight)

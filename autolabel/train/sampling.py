@@ -93,8 +93,7 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def centroid_cache_key(label_paths: Sequence[Path], lut: np.ndarray | None, num_classes: int,
-                       tile: int) -> str:
+def centroid_cache_key(label_paths: Sequence[Path], lut: np.ndarray | None, num_classes: int, tile: int) -> str:
     """A key over the label files' *content* (not their names), the label mapping, class count and tile."""
     digest = hashlib.sha256(f"v{_CACHE_VERSION}:{num_classes}:{tile}:".encode())
     digest.update(b"" if lut is None else np.asarray(lut, dtype=np.uint8).tobytes())
@@ -103,8 +102,9 @@ def centroid_cache_key(label_paths: Sequence[Path], lut: np.ndarray | None, num_
     return digest.hexdigest()[:24]
 
 
-def compute_centroids(label_paths: Sequence[Path | None], lut: np.ndarray | None, num_classes: int,
-                      tile: int, ignore_index: int = 255) -> CentroidTable:
+def compute_centroids(
+    label_paths: Sequence[Path | None], lut: np.ndarray | None, num_classes: int, tile: int, ignore_index: int = 255
+) -> CentroidTable:
     """Per tile and class present, the class's centre of mass in every label map (None = unlabelled item)."""
     rows = []
     for item, path in enumerate(label_paths):
@@ -115,8 +115,14 @@ def compute_centroids(label_paths: Sequence[Path | None], lut: np.ndarray | None
     return CentroidTable.from_rows(rows)
 
 
-def cached_centroids(label_paths: Sequence[Path | None], lut: np.ndarray | None, num_classes: int, tile: int,
-                     cache_dir: Path | None, ignore_index: int = 255) -> CentroidTable:
+def cached_centroids(
+    label_paths: Sequence[Path | None],
+    lut: np.ndarray | None,
+    num_classes: int,
+    tile: int,
+    cache_dir: Path | None,
+    ignore_index: int = 255,
+) -> CentroidTable:
     """:func:`compute_centroids`, stored in ``cache_dir/centroids-<content key>.npz`` and reused from
     there."""
     if cache_dir is None:
@@ -197,8 +203,10 @@ class EpochPlanner:
         picks = [picks[i] for i in order]
         uniform = rng.random(len(picks)) < self.class_uniform_pct
         seeds = rng.integers(0, 2**31 - 1, size=len(picks))
-        return [self._slot(source, index, bool(u), int(s), rng)
-                for (source, index), u, s in zip(picks, uniform, seeds, strict=True)]
+        return [
+            self._slot(source, index, bool(u), int(s), rng)
+            for (source, index), u, s in zip(picks, uniform, seeds, strict=True)
+        ]
 
     def _auto_picks(self, epoch: int, rng: np.random.Generator) -> list[tuple[int, int]]:
         """(source, index) of the auto slots: without replacement while there are enough auto items."""

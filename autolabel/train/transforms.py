@@ -40,8 +40,9 @@ def resize_pair(image: np.ndarray, label: np.ndarray, scale: float) -> tuple[np.
     return image_out, lab[0, 0].numpy()
 
 
-def crop_window(size: tuple[int, int], crop: tuple[int, int], rng: np.random.Generator,
-                center: tuple[int, int] | None = None) -> tuple[int, int]:
+def crop_window(
+    size: tuple[int, int], crop: tuple[int, int], rng: np.random.Generator, center: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """Top-left (y0, x0) of a ``crop`` window in an image of ``size``; may be negative or overhang (padding).
 
     Without ``center`` the window is uniform over the positions that keep it inside the image (or, when the
@@ -56,13 +57,19 @@ def crop_window(size: tuple[int, int], crop: tuple[int, int], rng: np.random.Gen
             continue
         # any start that keeps c in the window, clipped to the image-covering range
         start_lo, start_hi = max(lo, c - window + 1), min(hi, c)
-        positions.append(int(rng.integers(start_lo, start_hi + 1)) if start_lo <= start_hi else int(np.clip(
-            c - window // 2, lo, hi)))
+        positions.append(
+            int(rng.integers(start_lo, start_hi + 1)) if start_lo <= start_hi else int(np.clip(c - window // 2, lo, hi))
+        )
     return positions[0], positions[1]
 
 
-def crop_pair(image: np.ndarray, label: np.ndarray, top_left: tuple[int, int], crop: tuple[int, int],
-              ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
+def crop_pair(
+    image: np.ndarray,
+    label: np.ndarray,
+    top_left: tuple[int, int],
+    crop: tuple[int, int],
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut the (crop_h, crop_w) window at ``top_left``; parts outside the image are 0 (image) and ignore
     (label)."""
     y0, x0 = top_left
@@ -110,15 +117,19 @@ class TrainTransform:
     jitter: float = 0.25
     ignore_index: int = IGNORE_INDEX
 
-    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
-                 center: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, center: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image.shape[:2]} and label {label.shape} differ in size")
         scale = float(rng.uniform(*self.scale_range))
         height, width = label.shape
         scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled_center = None if center is None else (
-            min(int(center[0] * scale), scaled[0] - 1), min(int(center[1] * scale), scaled[1] - 1))
+        scaled_center = (
+            None
+            if center is None
+            else (min(int(center[0] * scale), scaled[0] - 1), min(int(center[1] * scale), scaled[1] - 1))
+        )
         top_left = crop_window(scaled, self.crop_size, rng, scaled_center)
         image, label = self._scaled_window(image, label, scale, top_left)
         if self.flip and rng.random() < 0.5:
@@ -126,8 +137,9 @@ class TrainTransform:
         image = color_jitter(image, self.jitter, rng)
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
-    def _scaled_window(self, image: np.ndarray, label: np.ndarray, scale: float, top_left: tuple[int, int]
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def _scaled_window(
+        self, image: np.ndarray, label: np.ndarray, scale: float, top_left: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The crop at ``top_left`` of the image scaled by ``scale``, resizing only the pixels under it.
 
         Scaling a 2048x1024 image by 2 to cut a 512x1024 crop would resize 16x more pixels than the crop

@@ -23,14 +23,27 @@ N_EXTRA = 24
 IMAGE_SIZE = (64, 32)  # (W, H)
 TEACHER_CFG = ModelConfig(width="tiny", num_classes=19, infer_scales=(0.5, 1.0))
 # small chunks and batches: many manifest parts and many write moments for a kill to land in
-GENERATE_SETTINGS = ["--scales", "0.5,1.0", "--threshold", "0.1", "--batch-size", "2", "--device", "cpu",
-                     "--set", "generate.chunk_size=4"]
+GENERATE_SETTINGS = [
+    "--scales",
+    "0.5,1.0",
+    "--threshold",
+    "0.1",
+    "--batch-size",
+    "2",
+    "--device",
+    "cpu",
+    "--set",
+    "generate.chunk_size=4",
+]
 
 
 def cli_env() -> dict[str, str]:
     """Environment for CLI subprocesses: one thread each (the machine is shared), no stray shard variables."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE")
+    }
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     return env
 
@@ -41,16 +54,24 @@ def autolabel_cmd(*args: str) -> list[str]:
 
 def run_cli(*args: str, code: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``autolabel ARGS`` in a fresh process; check its exit code unless ``code`` is None."""
-    proc = subprocess.run(autolabel_cmd(*args), env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(autolabel_cmd(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout)
     if code is not None:
         assert proc.returncode == code, (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
 
 
 def generate_args(teacher: Path, city: Path, out: Path, *extra: str) -> list[str]:
-    return ["generate", "--teacher", str(teacher), "--dataset", f"cityscapes:{city}:{SPLIT}",
-            "--out", str(out), *GENERATE_SETTINGS, *extra]
+    return [
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--dataset",
+        f"cityscapes:{city}:{SPLIT}",
+        "--out",
+        str(out),
+        *GENERATE_SETTINGS,
+        *extra,
+    ]
 
 
 def temp_leftovers(root: Path) -> list[Path]:
@@ -62,10 +83,12 @@ def labelset_state(out: Path) -> dict[str, object]:
     """What must be identical between two runs of one label set: every label and confidence file's bytes,
     labelset.json, and the merged manifest without its timing columns."""
     out = Path(out)
-    files = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(out.rglob("*"))
-             if p.is_file() and p.relative_to(out).parts[0] in (labelset.LABELS_DIR, "confidence.zarr",
-                                                                  labelset.LABELSET_FILE)}
+    files = {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+        and p.relative_to(out).parts[0] in (labelset.LABELS_DIR, "confidence.zarr", labelset.LABELSET_FILE)
+    }
     labelset.merge_manifest(out)  # what `autolabel manifest OUT` does
     merged = pq.read_table(out / labelset.MERGED_MANIFEST)
     rows = merged.drop_columns(list(labelset.TIMING_COLUMNS)).to_pylist()
@@ -93,5 +116,3 @@ def tree_snapshot(root: Path) -> dict[str, str]:
             else:
                 snap[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return snap
-
-

@@ -45,8 +45,7 @@ def _png_rgb48(array: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 # name -> (bytes, expected: "ok", "same as <name>" (a conversion, compared with its RGB equivalent), or an
@@ -72,8 +71,7 @@ def bad_input_folder(root: Path) -> dict[str, str]:
         "bad/cut_png.png": (png[: len(png) // 2], "truncated"),
         "bad/cut_jpeg.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
         "bad/text.png": (b"this is not an image\n" * 20, "not an image"),
-        "bad/gray16.png": (_encoded(Image.fromarray(_rgb(7)[..., 0].astype(np.uint16) * 257), "PNG"),
-                           "16-bit"),
+        "bad/gray16.png": (_encoded(Image.fromarray(_rgb(7)[..., 0].astype(np.uint16) * 257), "PNG"), "16-bit"),
         "bad/rgb48.png": (_png_rgb48(_rgb(8).astype(np.uint16) * 257), "16-bit"),
         "bad/huge.png": (_encoded(Image.fromarray(_rgb(9, (3 * W, 2 * H))), "PNG"), "too large"),
         "bad/vanishing.png": (png, "not found"),
@@ -100,9 +98,21 @@ def vanishing_after_listing(monkeypatch):
 def test_each_bad_input_kind_in_one_run(tmp_path, teacher, vanishing_after_listing):
     images, out = tmp_path / "images", tmp_path / "out"
     expected = bad_input_folder(images)
-    result = CliRunner().invoke(main, ["generate", "--teacher", str(teacher), "--images", str(images),
-                                       "--out", str(out), *GENERATE_SETTINGS,
-                                       "--set", f"data.max_image_pixels={MAX_PIXELS}"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--teacher",
+            str(teacher),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            *GENERATE_SETTINGS,
+            "--set",
+            f"data.max_image_pixels={MAX_PIXELS}",
+        ],
+    )
     assert result.exit_code == EXIT_FINISHED_WITH_ERRORS, (result.output, result.exception)
 
     rows = {r["id"]: r for r in labelset.read_manifest(out, status=None).to_pylist()}
@@ -132,8 +142,20 @@ def test_fail_fast_stops_at_the_first_bad_image(tmp_path, teacher):
     for seed, name in enumerate(("a.png", "c.png")):
         Image.fromarray(_rgb(seed)).save(images / name)
     (images / "b.png").write_bytes(b"")
-    result = CliRunner().invoke(main, ["generate", "--teacher", str(teacher), "--images", str(images),
-                                       "--out", str(out), "--fail-fast", *GENERATE_SETTINGS])
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--teacher",
+            str(teacher),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--fail-fast",
+            *GENERATE_SETTINGS,
+        ],
+    )
     assert result.exit_code == EXIT_FINISHED_WITH_ERRORS
     assert "b.png" in result.output and "empty file" in result.output
     rows = labelset.read_all_rows(out).to_pylist()

@@ -107,7 +107,19 @@ def test_the_good_teacher_passes_the_same_checks(teacher, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (64, 32), (90, 120, 30)).save(images / "a.png")
-    result = CliRunner().invoke(main, ["generate", "--teacher", str(teacher), "--images", str(images),
-                                       "--out", str(tmp_path / "out"), "--dry-run", *GENERATE_SETTINGS])
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--teacher",
+            str(teacher),
+            "--images",
+            str(images),
+            "--out",
+            str(tmp_path / "out"),
+            "--dry-run",
+            *GENERATE_SETTINGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "1 to do" in result.output

@@ -18,9 +18,16 @@ def _without_shard(rows: list[dict]) -> list[dict]:
 @pytest.mark.slow
 def test_two_shards_at_once_into_one_out(teacher, city, reference, tmp_path):
     out = tmp_path / "out"
-    procs = [subprocess.Popen(autolabel_cmd(*generate_args(teacher, city, out, "--shard", f"{i}/2")),
-                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            autolabel_cmd(*generate_args(teacher, city, out, "--shard", f"{i}/2")),
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, (stdout, stderr[-2000:])

@@ -53,14 +53,19 @@ def kill_a_worker_mid_write(out: Path, pids: list[int], killed: list[int], timeo
 @pytest.mark.slow
 def test_worker_killed_mid_run(teacher, city, reference, tmp_path):
     out = tmp_path / "out"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         pids = sorted(client.run(os.getpid).values())
         killed: list[int] = []
         killer = threading.Thread(target=kill_a_worker_mid_write, args=(out, pids, killed))
         killer.start()
-        result = CliRunner().invoke(main, [*generate_args(teacher, city, out),
-                                           "--scheduler", cluster.scheduler_address])
+        result = CliRunner().invoke(
+            main, [*generate_args(teacher, city, out), "--scheduler", cluster.scheduler_address]
+        )
         killer.join()
         assert killed, "the run finished before a worker could be killed"
         assert result.exit_code == 0, (result.output, result.exception)

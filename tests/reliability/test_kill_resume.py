@@ -29,8 +29,12 @@ WRITING_WINDOW = 0.6  # seconds after it first wrote into OUT: a short window, s
 
 
 def _start(teacher: Path, city: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(autolabel_cmd(*generate_args(teacher, city, out)), env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        autolabel_cmd(*generate_args(teacher, city, out)),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_until_writing(proc: subprocess.Popen, out: Path, since: float, timeout: float = 120) -> bool:
@@ -54,8 +58,7 @@ def _mtime(path: Path) -> float:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_result(teacher, city, reference,
-                                                                               tmp_path):
+def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_result(teacher, city, reference, tmp_path):
     rng = random.Random(SEED)
     kills, campaigns, kills_with_parts = 0, 0, 0
     while kills < MIN_KILLS:

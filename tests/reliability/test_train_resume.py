@@ -53,8 +53,7 @@ def student_setup(tmp_path_factory, teacher) -> tuple[Path, Path]:
     city = tmp / "city"
     make_synthetic_city(city, train=4, val=1, extra=4, size=(64, 32), seed=5)
     labels = tmp / "auto"
-    job = GenerateJob(teacher=teacher, out=labels,
-                      generate=GenerateConfig(scales=(1.0,), threshold=0.1, device="cpu"))
+    job = GenerateJob(teacher=teacher, out=labels, generate=GenerateConfig(scales=(1.0,), threshold=0.1, device="cpu"))
     assert run_generate(job, discover_cityscapes(city, "train_extra")).ok == 4
     config = tmp / "student.toml"
     config.write_text(CONFIG.format(city=city))
@@ -62,8 +61,16 @@ def student_setup(tmp_path_factory, teacher) -> tuple[Path, Path]:
 
 
 def _args(config: Path, labels: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["train-student", "--config", str(config), "--labels", str(labels),
-            "--set", f'train.out_dir="{run_dir}"', *extra]
+    return [
+        "train-student",
+        "--config",
+        str(config),
+        "--labels",
+        str(labels),
+        "--set",
+        f'train.out_dir="{run_dir}"',
+        *extra,
+    ]
 
 
 def _mtime(path: Path) -> int | None:
@@ -80,8 +87,12 @@ def test_sigkill_train_student_then_resume_gives_the_same_weights(student_setup,
     run_cli(*_args(config, labels, tmp_path / "straight"))
     run_dir = tmp_path / "killed"
     rng = random.Random(SEED)
-    proc = subprocess.Popen(autolabel_cmd(*_args(config, labels, run_dir)), env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        autolabel_cmd(*_args(config, labels, run_dir)),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     kills = 0
     while kills < KILLS:
         # kill after this process saved a state (an epoch boundary), at a random moment of a later epoch
@@ -95,8 +106,12 @@ def test_sigkill_train_student_then_resume_gives_the_same_weights(student_setup,
         proc.wait()
         kills += 1
         if kills < KILLS:
-            proc = subprocess.Popen(autolabel_cmd(*_args(config, labels, run_dir, "--resume")), env=cli_env(),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                autolabel_cmd(*_args(config, labels, run_dir, "--resume")),
+                env=cli_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
     run_cli(*_args(config, labels, run_dir, "--resume"))
     straight, resumed = _weights(tmp_path / "straight"), _weights(run_dir)
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
