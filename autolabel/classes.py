@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,3 +128,10 @@ def class_set_from_config(cfg: ClassesConfig) -> ClassSet:
     if cfg.preset == "cityscapes":
         return CITYSCAPES
     return custom_class_set(cfg.names, cfg.colors, cfg.label_ids, cfg.ignore_index)
+
+
+def class_set_for_names(names: Sequence[str]) -> ClassSet:
+    """The built-in Cityscapes set when ``names`` are its names, else a custom set of these names."""
+    if tuple(names) == CITYSCAPES.names:
+        return CITYSCAPES
+    return custom_class_set(tuple(names))

@@ -31,7 +31,7 @@ from PIL import Image
 from autolabel.classes import CITYSCAPES
 from autolabel.data.io import encode_label_png, write_image_png
 from autolabel.data.synth import render_scene
-from autolabel.generate import confidence
+from autolabel.labelset import confidence
 
 SIZE = (2048, 1024)  # (W, H)
 
@@ -130,8 +130,9 @@ def bench_throughput(
     """
     from autolabel.config import DataConfig, GenerateConfig
     from autolabel.data.datasets import discover_folder
-    from autolabel.generate.inference import normalise, predict_logits
-    from autolabel.generate.runner import GenerateJob, Teacher, run_generate
+    from autolabel.generate.runner import GenerateJob, run_generate
+    from autolabel.generate.teacher import Teacher
+    from autolabel.models.predict import normalise, predict_logits
 
     # one core for the model, the other for decode/encode threads: the split a GPU host has (model on the
     # GPU, pipeline on the CPU); two intra-op threads would also spin-wait on a loaded machine

@@ -29,7 +29,7 @@ sys.path.insert(0, sys.argv[5])
 from common import current_rss_mb, peak_rss_mb, timed
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.data.synth import render_scene
-from autolabel.generate.runner import Teacher
+from autolabel.generate.teacher import Teacher
 torch.set_num_threads(int(sys.argv[6]))
 checkpoint, width, height, tile = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 settings = GenerateConfig(device="cpu", scales=(0.5, 1.0, 2.0), tile_size=tile, confidence=False)

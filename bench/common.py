@@ -29,7 +29,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "malloc_keeps_freed_memory": os.environ.get("MALLOC_MMAP_MAX_") == "0",  # autolabel/runtime.py
+        "malloc_keeps_freed_memory": os.environ.get("MALLOC_MMAP_MAX_") == "0",  # autolabel/models/device.py
     }
 
 

@@ -32,9 +32,10 @@ from common import Figure, current_command, machine_info
 from numcodecs import Zstd
 
 from autolabel.config import GenerateConfig
-from autolabel.data.io import atomic_write_bytes, encode_label_png
-from autolabel.generate import confidence
-from autolabel.runtime import keep_freed_memory
+from autolabel.data.io import encode_label_png
+from autolabel.fs import atomic_write_bytes
+from autolabel.labelset import confidence
+from autolabel.models.device import keep_freed_memory
 
 log = logging.getLogger("bench")
 
@@ -321,7 +322,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    keep_freed_memory()  # as the `autolabel` command does (autolabel/runtime.py); machine info records it
+    keep_freed_memory()  # as the `autolabel` command does (autolabel/models/device.py); machine info records it
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     start = time.perf_counter()
     figures = run_figures(names, QUICK if quick else FULL)

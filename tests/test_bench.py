@@ -20,7 +20,7 @@ sys.path.insert(0, str(BENCH_DIR))  # the benchmarks are scripts in bench/, not 
 import common  # noqa: E402
 import run as bench_run  # noqa: E402
 
-from autolabel.generate import confidence  # noqa: E402
+from autolabel.labelset import confidence  # noqa: E402
 
 TINY = dataclasses.replace(bench_run.QUICK, label_maps=1, zstd_levels=(), model_size=(32, 64), model_repeats=1)
 FIGURE_KEYS = {"name", "definition", "value", "goal", "unit", "details", "seconds", "met", "machine", "command"}

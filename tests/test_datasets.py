@@ -12,7 +12,8 @@ from PIL import Image
 
 from autolabel.config import DataConfig
 from autolabel.data import datasets, io
-from autolabel.data.datasets import Sample, auto_label_relpath, discover
+from autolabel.data.datasets import Sample, auto_label_relpath
+from autolabel.data.sources import discover_split
 from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import ConfigError, DataError
 
@@ -78,11 +79,11 @@ def test_cityscapes_not_a_root(tmp_path):
 
 def test_discover_dispatches_on_layout(city, tmp_path):
     val = datasets.discover_cityscapes(city, "val")
-    assert discover(DataConfig(layout="cityscapes", root=city), "val") == val
-    folder = discover(DataConfig(layout="folder", root=city / "leftImg8bit"), "val")
+    assert discover_split(DataConfig(layout="cityscapes", root=city), "val") == val
+    folder = discover_split(DataConfig(layout="folder", root=city / "leftImg8bit"), "val")
     assert [s.id for s in folder] == [s.id.removeprefix("val/") for s in val]
     with pytest.raises(ConfigError, match="data.root"):
-        discover(DataConfig(layout="folder"), "val")
+        discover_split(DataConfig(layout="folder"), "val")
 
 
 def test_auto_label_relpath():
@@ -158,7 +159,7 @@ def test_filelist_relative_to_list_comments_and_labels(tmp_path, monkeypatch):
     assert [s.id for s in samples] == ["imgs/a", "imgs/b"]
     assert samples[0].label == data / "lists" / ".." / "labels" / "a.png"  # absolute, as listed
     assert samples[1].label is None
-    by_config = discover(DataConfig(layout="filelist", root=data / "lists"), "train")
+    by_config = discover_split(DataConfig(layout="filelist", root=data / "lists"), "train")
     assert by_config == datasets.discover_filelist(listing)
 
 
@@ -218,7 +219,7 @@ def test_mapillary_discovery(vistas):
     train = datasets.discover_mapillary(vistas, "training")
     assert [s.id for s in train] == ["training/images/t1", "training/images/t2", "training/images/unlabelled"]
     assert train[0].label == vistas / "training" / "labels" / "t1.png" and train[2].label is None
-    assert discover(DataConfig(layout="mapillary", root=vistas), "val") == datasets.discover_mapillary(
+    assert discover_split(DataConfig(layout="mapillary", root=vistas), "val") == datasets.discover_mapillary(
         vistas, "validation"
     )
     with pytest.raises(DataError, match="train_extra"):

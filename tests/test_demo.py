@@ -8,17 +8,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autolabel import labelset
 from autolabel.classes import CITYSCAPES
 from autolabel.config import DataConfig
-from autolabel.data.datasets import discover
 from autolabel.data.io import read_label
+from autolabel.data.sources import Source, discover_split
 from autolabel.data.synth import make_synthetic_city
-from autolabel.demo import MODELS, DemoResult, DemoSettings, coarse_labelset, results_table, run_demo, run_side_by_side
-from autolabel.generate import labelset
-from autolabel.generate.inputs import config_source
-from autolabel.generate.verify import verify_labelset
+from autolabel.labelset.human import coarse_labelset
+from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import checkpoint_sha256
-from autolabel.reproduce import (
+from autolabel.train.datasets import AutoLabelSource
+from autolabel.train.loop import iter_log
+from autolabel.workflows.demo import (
+    MODELS,
+    DemoResult,
+    DemoSettings,
+    results_table,
+    run_demo,
+    run_side_by_side,
+)
+from autolabel.workflows.reproduce import (
     STUDENTS,
     TEACHER,
     VARIANTS,
@@ -30,8 +39,6 @@ from autolabel.reproduce import (
     summarise,
     write_results,
 )
-from autolabel.train.datasets import AutoLabelSource
-from autolabel.train.loop import iter_log
 
 REPO = Path(__file__).resolve().parents[1]
 # a city and a training run small enough for a test: 64x32 images, 2 short epochs, no periodic validation
@@ -56,9 +63,9 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_coarse_labelset_holds_the_human_labels(city: Path, tmp_path: Path):
     data = DataConfig(layout="cityscapes", root=city)
-    samples = discover(data, "train_extra")
+    samples = discover_split(data, "train_extra")
     out = coarse_labelset(
-        samples, tmp_path / "coarse", CITYSCAPES, config_source(data, "train_extra"), centroid_tile=32
+        samples, tmp_path / "coarse", CITYSCAPES, Source.from_config(data, "train_extra"), centroid_tile=32
     )
     rows = labelset.read_manifest(out).to_pylist()
     assert [r["id"] for r in rows] == [s.id for s in samples]
@@ -77,10 +84,10 @@ def test_coarse_labelset_holds_the_human_labels(city: Path, tmp_path: Path):
 
 def test_coarse_labelset_is_skipped_when_complete(city: Path, tmp_path: Path):
     data = DataConfig(layout="cityscapes", root=city)
-    samples = discover(data, "train_extra")
-    out = coarse_labelset(samples, tmp_path / "coarse", CITYSCAPES, config_source(data, "train_extra"))
+    samples = discover_split(data, "train_extra")
+    out = coarse_labelset(samples, tmp_path / "coarse", CITYSCAPES, Source.from_config(data, "train_extra"))
     parts = {p: p.stat().st_mtime_ns for p in labelset.part_paths(out)}
-    coarse_labelset(samples, out, CITYSCAPES, config_source(data, "train_extra"))
+    coarse_labelset(samples, out, CITYSCAPES, Source.from_config(data, "train_extra"))
     assert {p: p.stat().st_mtime_ns for p in labelset.part_paths(out)} == parts
 
 

@@ -17,23 +17,17 @@ from autolabel.cli import main
 from autolabel.config import GenerateConfig, ModelConfig
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_label, write_label_png
+from autolabel.data.sources import parse_source
 from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import ConfigError, DataError
 from autolabel.evaluate.audit import audit_labelset, cityscapes_reference
-from autolabel.evaluate.evaluate import (
-    LABEL_IDS_DIR,
-    TRAIN_IDS_DIR,
-    EvalSettings,
-    PredictionWriter,
-    evaluate_model,
-    label_id_name,
-    resolve_data_spec,
-)
-from autolabel.generate.confidence import write_codes
-from autolabel.generate.labelset import read_labelset, read_manifest
+from autolabel.evaluate.predictions import LABEL_IDS_DIR, TRAIN_IDS_DIR, PredictionWriter, label_id_name
 from autolabel.generate.runner import GenerateJob, run_generate
+from autolabel.labelset import read_labelset, read_manifest
+from autolabel.labelset.confidence import write_codes
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
+from autolabel.models.evaluation import EvalSettings, evaluate_model
 
 LUT = CITYSCAPES.label_to_train_lut()
 
@@ -79,7 +73,9 @@ def test_mIoU_equals_numpy_and_the_official_cityscapes_script(city, tmp_path):
     evaluation = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
     samples = discover_cityscapes(city, "val")
     out = tmp_path / "pred"
-    metrics = evaluate_model(ColourModel(), samples, LUT, CITYSCAPES.names, writer=PredictionWriter(out, CITYSCAPES))
+    metrics = evaluate_model(
+        ColourModel(), samples, LUT, CITYSCAPES.names, on_prediction=PredictionWriter(out, CITYSCAPES).write
+    )
     assert sum(v == v and v > 0 for v in metrics.iou) >= 2  # a meaningful comparison, not all-zero
     assert metrics.miou == pytest.approx(numpy_miou(out, samples), abs=1e-12)
     # the official script on the exported label-id PNGs
@@ -97,7 +93,9 @@ def test_mIoU_equals_numpy_and_the_official_cityscapes_script(city, tmp_path):
 
 def test_prediction_files_use_the_cityscapes_naming(city, tmp_path):
     samples = discover_cityscapes(city, "val")[:1]
-    evaluate_model(ColourModel(), samples, LUT, CITYSCAPES.names, writer=PredictionWriter(tmp_path, CITYSCAPES))
+    evaluate_model(
+        ColourModel(), samples, LUT, CITYSCAPES.names, on_prediction=PredictionWriter(tmp_path, CITYSCAPES).write
+    )
     name = Path(samples[0].id).name
     assert name.endswith("_leftImg8bit")
     label_ids = read_label(tmp_path / LABEL_IDS_DIR / f"{name}.png")
@@ -156,12 +154,12 @@ def test_evaluate_cli_rejects_bad_input_cleanly(city, tmp_path):
     cfg = ModelConfig(width="tiny")
     save_checkpoint(tmp_path / "m.pt", build_model(cfg), cfg, CITYSCAPES.names)
     run = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "m.pt"), "--data", "nonsense"])
-    assert run.exit_code == 2 and "not understood" in run.output and "Traceback" not in run.output
+    assert run.exit_code == 2 and "not a dataset spec" in run.output and "Traceback" not in run.output
 
 
 def test_data_specs(city, tmp_path):
     val = discover_cityscapes(city, "val")
-    assert [s.id for s in resolve_data_spec(f"cityscapes:{city}:val")] == [s.id for s in val]
+    assert [s.id for s in parse_source(f"cityscapes:{city}:val").discover()] == [s.id for s in val]
     # a folder of images with labels under the same relative names
     images, labels = tmp_path / "images", tmp_path / "labels"
     for s in val[:2]:
@@ -169,13 +167,13 @@ def test_data_specs(city, tmp_path):
         (images).mkdir(exist_ok=True)
         (images / f"{name}.png").write_bytes(Path(s.image).read_bytes())
         write_label_png(labels / f"{name}.png", read_label(s.label))
-    folder = resolve_data_spec(f"folder:{images}:{labels}")
+    folder = parse_source(f"folder:{images}:{labels}").discover()
     assert len(folder) == 2 and all(s.label is not None for s in folder)
-    assert [s.id for s in resolve_data_spec(str(tmp_path))] == [s.id for s in folder]
+    assert [s.id for s in parse_source(str(tmp_path)).discover()] == [s.id for s in folder]
     with pytest.raises(ConfigError, match="cityscapes:ROOT:SPLIT"):
-        resolve_data_spec("cityscapes:onlyroot")
+        parse_source("cityscapes:onlyroot")
     with pytest.raises(DataError):
-        resolve_data_spec(f"folder:{images}:{tmp_path / 'missing'}")
+        parse_source(f"folder:{images}:{tmp_path / 'missing'}").discover()
 
 
 # ---------------------------------------------------------------------------------------------------------

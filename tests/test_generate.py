@@ -9,22 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from autolabel import labelset
 from autolabel.classes import CITYSCAPES
 from autolabel.config import DataConfig, GenerateConfig, ModelConfig
 from autolabel.data.datasets import Sample
 from autolabel.data.io import read_label, write_image_png
 from autolabel.errors import ConfigError, LabelSetError
-from autolabel.generate import confidence, labelset
-from autolabel.generate.confidence import (
-    load_confidence,
-    make_ladder,
-    quantise,
-    rethreshold_array,
-    rung_index,
-    write_codes,
-)
-from autolabel.generate.inference import threshold_batch
-from autolabel.generate.runner import Chunk, Teacher, process_chunks, remove_stale_temp_files, temp_target
+from autolabel.fs import is_temp_name, temp_target
+from autolabel.generate.runner import Chunk, process_chunks, remove_stale_temp_files
 from autolabel.generate.sharding import (
     Shard,
     chunked,
@@ -34,8 +26,17 @@ from autolabel.generate.sharding import (
     shard_from_env,
     shard_of,
 )
-from autolabel.generate.verify import is_temp_name
-from autolabel.generate.writer import WriteSettings, finalise_image, label_relpath, label_stats
+from autolabel.generate.teacher import Teacher, threshold_batch
+from autolabel.labelset import confidence
+from autolabel.labelset.confidence import (
+    load_confidence,
+    make_ladder,
+    quantise,
+    rethreshold_array,
+    rung_index,
+    write_codes,
+)
+from autolabel.labelset.files import WriteSettings, finalise_image, label_relpath, label_stats
 from autolabel.models.checkpoint import LoadedCheckpoint
 
 # ---------------------------------------------------------------------------------------------------------

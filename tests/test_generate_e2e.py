@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from autolabel import labelset
 from autolabel.classes import CITYSCAPES
 from autolabel.cli import main
 from autolabel.config import ModelConfig
@@ -22,12 +24,12 @@ from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_image, read_label
 from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, EXIT_USER_ERROR
-from autolabel.generate import labelset, runner
-from autolabel.generate.confidence import load_confidence
-from autolabel.generate.inference import normalise, predict_logits
-from autolabel.generate.labelset import TIMING_COLUMNS, part_paths, read_labelset, read_manifest
+from autolabel.generate import runner
+from autolabel.labelset import TIMING_COLUMNS, part_paths, read_labelset, read_manifest
+from autolabel.labelset.confidence import load_confidence
 from autolabel.models.build import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
+from autolabel.models.predict import normalise, predict_logits
 
 SPLIT = "train_extra"
 N_EXTRA = 10
@@ -545,7 +547,7 @@ def test_manifest_merges_parts_and_summarises(tmp_path, reference):
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
     result = run(["manifest", str(out)])
-    merged = labelset.pq.read_table(out / "manifest.parquet")
+    merged = pq.read_table(out / "manifest.parquet")
     assert merged.num_rows == N_EXTRA and set(merged.column_names) >= {"id", "class_counts", "centroids"}
     assert f"{N_EXTRA} images, {N_EXTRA} ok, 0 errors" in result.output
     assert "road" in result.output

@@ -5,14 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from autolabel.generate.confidence import make_ladder, quantise
-from autolabel.generate.inference import (
-    _starts,
-    normalise,
-    predict_logits,
-    threshold_batch,
-    threshold_on_device,
-)
+from autolabel.generate.teacher import threshold_batch
+from autolabel.labelset.confidence import make_ladder, quantise
+from autolabel.models.predict import _starts, normalise, predict_logits
 
 
 class PointwiseTeacher(nn.Module):
@@ -100,7 +95,8 @@ def test_threshold_exactly_at_threshold_is_ignored():
     logits = torch.zeros(1, 2, 1, 3)
     logits[0, 0, 0, 1] = 0.01  # slightly above 0.5
     logits[0, 1, 0, 2] = 5.0  # class 1, confident
-    labels, codes = threshold_on_device(logits, 0.5, make_ladder(0.5))
+    out = threshold_batch(logits, 0.5, make_ladder(0.5))
+    labels, codes = out.labels, out.codes
     assert labels.dtype == torch.uint8 and codes.dtype == torch.uint8
     assert labels.tolist() == [[[255, 0, 1]]]
     assert codes[0, 0, 0] == 0 and codes[0, 0, 1] == 1 and codes[0, 0, 2] == 10

@@ -14,7 +14,7 @@ from PIL import Image
 
 from autolabel.classes import CITYSCAPES
 from autolabel.data import io
-from autolabel.errors import DataError, OutputError
+from autolabel.errors import DataError
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -228,27 +228,3 @@ def test_failed_encoding_keeps_the_old_file(tmp_path):
     with pytest.raises(ValueError):
         io.write_label_png(target, np.full((2, 2), 300))
     assert target.read_bytes() == before and _files(tmp_path) == ["label.png"]
-
-
-def test_failed_rename_cleans_up_and_raises_output_error(tmp_path, monkeypatch):
-    target = tmp_path / "label.png"
-    target.write_bytes(b"old")
-
-    def fail(src, dst):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(io.os, "replace", fail)
-    with pytest.raises(OutputError, match="No space left") as info:
-        io.atomic_write_bytes(target, b"new")
-    assert str(target) in str(info.value)
-    assert target.read_bytes() == b"old" and _files(tmp_path) == ["label.png"]
-
-
-def test_interrupt_during_write_cleans_up(tmp_path, monkeypatch):
-    def interrupted(fd):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(io.os, "fsync", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        io.atomic_write_bytes(tmp_path / "x.bin", b"data")
-    assert _files(tmp_path) == []

@@ -5,9 +5,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from autolabel import labelset
 from autolabel.errors import LabelSetError
-from autolabel.generate import labelset
-from autolabel.generate.labelset import (
+from autolabel.labelset import (
     make_labelset_meta,
     merge_manifest,
     part_name,

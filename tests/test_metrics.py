@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from autolabel.evaluate.metrics import ConfusionMatrix
+from autolabel.metrics import ConfusionMatrix
 
 IGNORE = 255
 

@@ -12,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from autolabel import labelset
 from autolabel.classes import CITYSCAPES
 from autolabel.cli import main
 from autolabel.data.io import write_image_png, write_label_png
 from autolabel.errors import DataError, LabelSetError
-from autolabel.generate import confidence, labelset
-from autolabel.generate.writer import WriteSettings, error_row, finalise_image
+from autolabel.labelset import confidence
+from autolabel.labelset.files import WriteSettings, error_row, finalise_image
 from autolabel.report import ReportOptions, build_report, collect, plots
 
 H, W = 8, 16

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autolabel.runtime import ALLOCATOR_ENV
+from autolabel.models.device import ALLOCATOR_ENV
 
 # page faults of a 3-scale forward of the tiny teacher at 256x512: its 2.0x logits (19 x 512 x 1024 floats,
 # 40 MB) are over glibc's largest mmap threshold, so without the setting every forward faults them in anew
@@ -18,7 +18,7 @@ import json, os, resource, sys
 import torch
 from autolabel.config import ModelConfig
 from autolabel.models import build_model
-from autolabel.runtime import keep_freed_memory
+from autolabel.models.device import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "on" else False
 torch.set_num_threads(1)
 model = build_model(ModelConfig(width="tiny", num_classes=19, infer_scales=(0.5, 1.0, 2.0))).eval()
@@ -49,7 +49,7 @@ def test_freed_large_blocks_are_reused_and_children_inherit_the_setting():
 
 
 def test_a_users_own_allocator_choice_is_left_alone(monkeypatch):
-    from autolabel import runtime
+    from autolabel.models import device as runtime
 
     monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from autolabel.data.io import write_label_png
-from autolabel.generate.labelset import CENTROID_TYPE
+from autolabel.labelset import CENTROID_TYPE
 from autolabel.train import sampling
 from autolabel.train.sampling import (
     CentroidTable,

@@ -16,9 +16,9 @@ from autolabel.config import GenerateConfig, ModelConfig, load_config
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_label
 from autolabel.errors import LabelSetError
-from autolabel.generate.confidence import load_confidence
-from autolabel.generate.labelset import read_labelset, read_manifest
 from autolabel.generate.runner import GenerateJob, run_generate
+from autolabel.labelset import read_labelset, read_manifest
+from autolabel.labelset.confidence import load_confidence
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 from autolabel.train import datasets as train_datasets

@@ -16,7 +16,7 @@ import click
 from autolabel import __version__
 from autolabel.config import PipelineConfig, dump_toml, load_config
 from autolabel.errors import EXIT_USER_ERROR, AutolabelError
-from autolabel.runtime import keep_freed_memory
+from autolabel.models.device import keep_freed_memory
 
 
 class UserError(click.ClickException):
@@ -42,7 +42,7 @@ def main(verbose: int) -> None:
     """Auto-labelling for semantic segmentation: train a teacher, label a pool of images, train a student."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()  # CPU forwards re-allocate big logit maps; see autolabel/runtime.py
+    keep_freed_memory()  # CPU forwards re-allocate big logit maps; see autolabel/models/device.py
 
 
 config_option = click.option(

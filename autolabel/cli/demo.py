@@ -10,7 +10,7 @@ import click
 
 from autolabel.cli.base import main, set_option
 from autolabel.cli.data import parse_size_option
-from autolabel.demo import DemoSettings, results_table, run_demo
+from autolabel.workflows.demo import DemoSettings, results_table, run_demo
 
 
 def city_options(command):
@@ -119,7 +119,7 @@ def reproduce(
     size: tuple[int, int],
 ) -> None:
     """The paper's Table 3, failure modes and Table 4 in miniature, over several seeds -> OUT/reproduce.md."""
-    from autolabel.reproduce import ReproduceSettings, markdown, run_reproduce
+    from autolabel.workflows.reproduce import ReproduceSettings, markdown, run_reproduce
 
     command = shlex.join(["autolabel", *sys.argv[1:]])  # what the results say produced them
     settings = ReproduceSettings(

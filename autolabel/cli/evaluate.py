@@ -10,20 +10,15 @@ import click
 
 from autolabel.classes import class_set_from_config
 from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
-from autolabel.data.io import atomic_write_bytes
+from autolabel.data.sources import SPEC_HELP, parse_source, require_labels
 from autolabel.errors import CheckpointError
 from autolabel.evaluate.audit import audit_labelset, audit_table
-from autolabel.evaluate.evaluate import (
-    DATA_SPEC_HELP,
-    EvalSettings,
-    PredictionWriter,
-    evaluate_model,
-    labelled_only,
-    resolve_data_spec,
-)
-from autolabel.generate.inference import resolve_device
-from autolabel.generate.labelset import read_manifest
+from autolabel.evaluate.predictions import PredictionWriter
+from autolabel.fs import atomic_write_bytes
+from autolabel.labelset import read_manifest
 from autolabel.models.checkpoint import load_checkpoint
+from autolabel.models.device import resolve_device
+from autolabel.models.evaluation import EvalSettings, evaluate_model
 
 
 def _scales(text: str | None) -> tuple[float, ...] | None:
@@ -51,7 +46,7 @@ def _write_json(path: Path | None, payload: dict) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A checkpoint written by train-teacher/train-student (or import-checkpoint).",
 )
-@click.option("--data", "data_spec", required=True, metavar="SPEC", help=f"What to evaluate on: {DATA_SPEC_HELP}.")
+@click.option("--data", "data_spec", required=True, metavar="SPEC", help=f"What to evaluate on: {SPEC_HELP}.")
 @click.option("--scales", default=None, metavar="S,...", help="Inference scales (default: the model's).")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped prediction.")
 @click.option("--tile-size", type=int, default=0, show_default=True, help="Sliding-window size (0 = whole image).")
@@ -98,7 +93,8 @@ def evaluate(
             f"{checkpoint}: trained for classes {list(ckpt.class_names)}, but the config's "
             f"classes are {list(classes.names)} (pass the training --config)"
         )
-    samples = labelled_only(resolve_data_spec(data_spec, cfg.data), data_spec)
+    source = parse_source(data_spec, config=cfg.data, split=cfg.data.val_split)
+    samples = require_labels(source.discover(), data_spec)
     settings = EvalSettings(
         scales=_scales(scales) or ckpt.model_cfg.infer_scales,
         flip=flip,
@@ -116,7 +112,7 @@ def evaluate(
             classes.names,
             device=torch_device,
             settings=settings,
-            writer=writer,
+            on_prediction=writer.write if writer is not None else None,
             on_image=lambda: bar.update(1),
         )
     payload = {

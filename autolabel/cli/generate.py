@@ -9,11 +9,12 @@ from pathlib import Path
 
 import click
 
+from autolabel import labelset
 from autolabel.classes import class_set_from_config
 from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
 from autolabel.config import replace
+from autolabel.data.sources import Source, exclude_output, parse_source
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, ConfigError
-from autolabel.generate import inputs, labelset
 from autolabel.generate.runner import FailFastError, GenerateJob, estimate_seconds_per_image, prepare
 from autolabel.generate.sharding import Shard, parse_shard, shard_counts, shard_from_env
 
@@ -146,7 +147,7 @@ def generate_cmd(
     settings = replace(cfg.generate, **{k: v for k, v in given.items() if v is not None})
     source = _source(images, dataset_spec, config_path, cfg)
     out = out.resolve()
-    samples = inputs.discover_source(source, out)
+    samples = source.discover(exclude=out)
     shard = parse_shard(shard_text) if shard_text else (shard_from_env(os.environ) or Shard())
     job = GenerateJob(
         teacher=teacher,
@@ -200,16 +201,16 @@ def _planned(total: int, shard: Shard, limit: int | None) -> int:
     return min(size, limit) if limit is not None else size
 
 
-def _source(images: Path | None, dataset_spec: str | None, config_path: Path | None, cfg) -> dict:
+def _source(images: Path | None, dataset_spec: str | None, config_path: Path | None, cfg) -> Source:
     given = [n for n, v in (("--images", images), ("--dataset", dataset_spec)) if v is not None]
     if len(given) > 1:
         raise click.UsageError("give either --images or --dataset, not both")
     if images is not None:
-        return inputs.folder_source(images)
+        return Source(layout="folder", root=images.resolve())
     if dataset_spec is not None:
-        return inputs.parse_dataset_spec(dataset_spec)
+        return parse_source(dataset_spec, flag="--dataset", config=cfg.data, split=cfg.generate.split)
     if config_path is not None or cfg.data.root is not None:
-        return inputs.config_source(cfg.data, cfg.generate.split)
+        return Source.from_config(cfg.data, cfg.generate.split)
     raise click.UsageError(
         "name the images to label: --images ROOT, --dataset LAYOUT:ROOT:SPLIT, or --config with data.root"
     )
@@ -220,7 +221,7 @@ def _dry_run(job: GenerateJob, samples, classes) -> None:
     click.echo(f"label set {plan.meta['labelset_id']} -> {job.out}")
     click.echo(f"inputs: {plan.inputs} images")
     if job.shard.count > 1:
-        counts = shard_counts([s.id for s in inputs.exclude_output(samples, job.out)], job.shard.count)
+        counts = shard_counts([s.id for s in exclude_output(samples, job.out)], job.shard.count)
         click.echo("per shard: " + ", ".join(f"{i}/{job.shard.count}: {n}" for i, n in enumerate(counts)))
     click.echo(
         f"shard {job.shard}: {plan.shard_size} images, {plan.done} already done, {plan.todo} to do, "
@@ -270,7 +271,7 @@ def manifest_cmd(out: Path) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
 def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: bool) -> None:
     """Re-threshold a label set from its confidence store (no teacher needed)."""
-    from autolabel.generate.rethreshold import rethreshold
+    from autolabel.labelset.rethreshold import rethreshold
 
     meta = labelset.read_labelset(out)
     total = sum(status == "ok" for status in labelset.read_all_rows(out).column("status").to_pylist())
@@ -288,7 +289,7 @@ def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: b
 def verify_cmd(out: Path, no_inputs: bool) -> None:
     """Check a label set: labels decode with the recorded size, sha256 and values; no temp files; one row
     per input image. Exit code 3 when anything is wrong."""
-    from autolabel.generate.verify import verify_labelset
+    from autolabel.labelset.verify import verify_labelset
 
     report = verify_labelset(out, check_inputs=not no_inputs)
     for problem in report.problems:

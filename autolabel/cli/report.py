@@ -8,8 +8,8 @@ import click
 
 from autolabel.classes import class_set_from_config
 from autolabel.cli.base import load_pipeline, main, progress
+from autolabel.data.sources import parse_source
 from autolabel.errors import ConfigError
-from autolabel.generate.inputs import parse_dataset_spec
 from autolabel.report import ReportOptions, build_report
 
 
@@ -87,7 +87,7 @@ def report(
             evaluations=named,
             classes=classes,
             audits=dict(parse_named_file(t, "--audit") for t in audits),
-            fine_source=parse_dataset_spec(fine_spec) if fine_spec else None,
+            fine_source=parse_source(fine_spec, flag="--fine") if fine_spec else None,
             options=ReportOptions(worst=worst, sample=sample, seed=seed),
             on_step=lambda name: bar.update(1),
         )

@@ -1,41 +1,13 @@
-"""Data: reading and writing images and labels, discovering datasets on disk, the synthetic city."""
+"""Data: reading and writing images and labels, finding datasets on disk, and the one dataset-spec grammar.
 
-from autolabel.data.datasets import (
-    Sample,
-    auto_label_relpath,
-    discover,
-    discover_cityscapes,
-    discover_filelist,
-    discover_folder,
-    discover_mapillary,
-    mapillary_class_set,
-)
-from autolabel.data.io import (
-    atomic_write_bytes,
-    encode_image_png,
-    encode_label_png,
-    read_image,
-    read_label,
-    write_image_png,
-    write_label_png,
-)
-from autolabel.data.synth import make_synthetic_city
+- :mod:`~autolabel.data.io`: images and label maps in and out (checked, atomic).
+- :mod:`~autolabel.data.datasets`: the layouts on disk (Cityscapes, Mapillary, a folder, a file list).
+- :mod:`~autolabel.data.sources`: ``--data SPEC`` parsed into a :class:`~autolabel.data.sources.Source`.
+- :mod:`~autolabel.data.loading`: whole labelled images as a torch dataset.
+"""
 
-__all__ = [
-    "Sample",
-    "atomic_write_bytes",
-    "auto_label_relpath",
-    "discover",
-    "discover_cityscapes",
-    "discover_filelist",
-    "discover_folder",
-    "discover_mapillary",
-    "encode_image_png",
-    "encode_label_png",
-    "make_synthetic_city",
-    "mapillary_class_set",
-    "read_image",
-    "read_label",
-    "write_image_png",
-    "write_label_png",
-]
+from autolabel.data.datasets import Sample
+from autolabel.data.io import read_image, read_label, write_label_png
+from autolabel.data.sources import Source, parse_source
+
+__all__ = ["Sample", "Source", "parse_source", "read_image", "read_label", "write_label_png"]

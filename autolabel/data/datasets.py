@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from autolabel.classes import ClassSet, custom_class_set
-from autolabel.config import DataConfig
 from autolabel.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -198,12 +197,15 @@ def _walk_images(root: Path, excluded: tuple[Path, ...]) -> Iterator[Path]:
                 yield path
 
 
-def discover_folder(root: str | Path, exclude: Iterable[str | Path] = ()) -> list[Sample]:
-    """Every ``.png``/``.jpg``/``.jpeg`` image under ``root`` (recursive, any letter case), without labels.
+def discover_folder(
+    root: str | Path, exclude: Iterable[str | Path] = (), labels: str | Path | None = None
+) -> list[Sample]:
+    """Every ``.png``/``.jpg``/``.jpeg`` image under ``root`` (recursive, any letter case).
 
     Hidden files and folders are skipped, as is anything under an ``exclude`` path (e.g. an output folder
     inside the input folder) and symlinks that lead outside ``root``. Two files that differ only in their
-    suffix (``a.png``, ``a.jpg``) would share an id and raise :class:`DataError`.
+    suffix (``a.png``, ``a.jpg``) would share an id and raise :class:`DataError`. With ``labels`` (a folder),
+    the label of image id X is ``labels/X.png`` where that file exists.
     """
     root = Path(root).absolute()
     _require_dir(root, "image folder")
@@ -214,7 +216,14 @@ def discover_folder(root: str | Path, exclude: Iterable[str | Path] = ()) -> lis
         if sample_id in by_id:
             raise DataError(f"{path}: same id {sample_id!r} as {by_id[sample_id]}; rename one of them")
         by_id[sample_id] = path
-    return _nonempty([Sample(id=i, image=by_id[i]) for i in sorted(by_id)], root)
+    label_dir = None if labels is None else Path(labels).absolute()
+    if label_dir is not None:
+        _require_dir(label_dir, "label folder")
+    samples = [
+        Sample(id=i, image=by_id[i], label=_existing(label_dir / f"{i}.png") if label_dir else None)
+        for i in sorted(by_id)
+    ]
+    return _nonempty(samples, root)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -263,29 +272,3 @@ def discover_filelist(path: str | Path) -> list[Sample]:
             raise DataError(f"{path}:{number}: {image_text.strip()!r} has the same id {sample_id!r} as an earlier line")
         by_id[sample_id] = Sample(id=sample_id, image=image, label=label)
     return _nonempty([by_id[i] for i in sorted(by_id)], path)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# dispatch
-
-
-def discover(data_cfg: DataConfig, split: str) -> list[Sample]:
-    """Samples of ``split`` in the dataset ``data_cfg`` describes, sorted by id.
-
-    - ``cityscapes``: ``root`` is the Cityscapes root; ``split`` a folder under ``leftImg8bit/``.
-    - ``mapillary``: ``root`` is the Vistas root; ``split`` is ``training``/``validation`` (or train/val).
-    - ``folder``: images under ``root/<split>`` (``split`` may be ``"."`` or empty for ``root`` itself).
-    - ``filelist``: ``root`` is a list file (``split`` ignored) or a folder holding ``<split>.txt``.
-    """
-    if data_cfg.root is None:
-        raise ConfigError("data.root: not set; expected the dataset's root folder")
-    root = Path(data_cfg.root)
-    if data_cfg.layout == "cityscapes":
-        return discover_cityscapes(root, split)
-    if data_cfg.layout == "mapillary":
-        return discover_mapillary(root, split)
-    if data_cfg.layout == "folder":
-        return discover_folder(root / split if split else root)
-    if data_cfg.layout == "filelist":
-        return discover_filelist(root if root.is_file() else root / f"{split}.txt")
-    raise ConfigError(f"data.layout: {data_cfg.layout!r} is not a known layout")

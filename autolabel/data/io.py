@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -20,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from autolabel.errors import DataError, OutputError
+from autolabel.errors import DataError
+from autolabel.fs import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,6 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _LABEL_MODES = frozenset({"L", "P"})  # P: the palette index is the label value (Mapillary stores labels so)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
-_FINAL_FILE_MODE = 0o644  # mkstemp creates 0600 files; written outputs should be readable like any other file
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -192,35 +190,6 @@ def encode_image_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {array.shape} {array.dtype}")
     return _encode_png(Image.fromarray(np.ascontiguousarray(array)), compress_level)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the complete new one, never a partial one.
-
-    The bytes go to a temporary file in the same directory (same filesystem, so the rename is atomic), are
-    fsynced (skip that with ``durable=False`` for files that are cheap to remake: the rename stays atomic,
-    only a power cut could then lose them), and then replace ``path``. Parent directories are created. On any
-    failure the temporary file is removed and :class:`OutputError` names the path.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create file ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), _FINAL_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: write failed ({exc.strerror or exc})") from None
-        raise
 
 
 def write_label_png(path: str | Path, array: np.ndarray, compress_level: int = 9) -> None:

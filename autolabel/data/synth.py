@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.classes import CITYSCAPES
-from autolabel.data.io import atomic_write_bytes, encode_image_png, encode_label_png
+from autolabel.data.io import encode_image_png, encode_label_png
 from autolabel.errors import ConfigError, OutputError
+from autolabel.fs import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 from autolabel.classes import ClassSet
 from autolabel.data.io import read_label
 from autolabel.errors import DataError, LabelSetError
-from autolabel.generate.confidence import has_codes, load_confidence
-from autolabel.generate.labelset import read_labelset, read_manifest
+from autolabel.labelset import read_labelset, read_manifest
+from autolabel.labelset.confidence import has_codes, load_confidence
 
 logger = logging.getLogger(__name__)
 

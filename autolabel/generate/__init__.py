@@ -1,21 +1,11 @@
-"""Auto-labelling: multi-scale teacher inference into thresholded label PNGs, manifest and confidence store.
+"""The labelling stage: a multi-scale teacher over many images into a label set (:mod:`autolabel.labelset`).
 
-Readers of a label set (train-student, report) need only :func:`read_labelset`, :func:`read_manifest`,
-:func:`load_confidence` and :func:`rethreshold_array`; evaluation reuses :func:`predict_logits` and
-:func:`threshold_on_device`. Running a job: :func:`autolabel.generate.runner.run_generate` (in process) or
-:func:`autolabel.generate.dask_runner.run_generate_dask`.
+- :mod:`~autolabel.generate.teacher`: the teacher on a device, predicting and thresholding batches there.
+- :mod:`~autolabel.generate.runner`: planning, resuming and the pipelined in-process run (:func:`run_generate`).
+- :mod:`~autolabel.generate.dask_runner`: the same run spread over a Dask cluster.
+- :mod:`~autolabel.generate.sharding`: deterministic shards by image id and the launchers' environment.
 """
 
-from autolabel.generate.confidence import load_confidence, make_ladder, rethreshold_array
-from autolabel.generate.inference import predict_logits, threshold_on_device
-from autolabel.generate.labelset import read_labelset, read_manifest
+from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 
-__all__ = [
-    "load_confidence",
-    "make_ladder",
-    "predict_logits",
-    "read_labelset",
-    "read_manifest",
-    "rethreshold_array",
-    "threshold_on_device",
-]
+__all__ = ["GenerateJob", "GenerateResult", "run_generate"]

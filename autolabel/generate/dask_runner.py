@@ -25,7 +25,6 @@ from autolabel.generate.runner import (
     GenerateJob,
     GenerateResult,
     ProgressFn,
-    Teacher,
     prepare,
     process_chunks,
     remove_stale_temp_files,
@@ -33,8 +32,9 @@ from autolabel.generate.runner import (
     start_output,
     write_settings,
 )
-from autolabel.generate.writer import WriteSettings
-from autolabel.runtime import keep_freed_memory
+from autolabel.generate.teacher import Teacher
+from autolabel.labelset.files import WriteSettings
+from autolabel.models.device import keep_freed_memory
 
 log = logging.getLogger(__name__)
 

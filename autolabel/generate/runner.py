@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from autolabel.classes import CITYSCAPES, ClassSet, custom_class_set
+from autolabel import labelset
+from autolabel.classes import ClassSet
 from autolabel.config import DataConfig, GenerateConfig, to_dict
 from autolabel.data.datasets import Sample
 from autolabel.data.io import read_image
-from autolabel.errors import AutolabelError, CheckpointError, DataError, LabelSetError
-from autolabel.generate import confidence, labelset
-from autolabel.generate.inference import normalise, predict_logits, resolve_device, threshold_batch
-from autolabel.generate.inputs import exclude_output
+from autolabel.data.sources import Source, exclude_output
+from autolabel.errors import AutolabelError, DataError, LabelSetError
+from autolabel.fs import temp_target
 from autolabel.generate.sharding import Shard, chunked, select_shard
-from autolabel.generate.writer import (
+from autolabel.generate.teacher import Teacher
+from autolabel.labelset import confidence
+from autolabel.labelset.files import (
     WriteSettings,
     attention_relpath,
     error_row,
@@ -38,7 +39,6 @@ from autolabel.generate.writer import (
     finalise_image,
     label_relpath,
 )
-from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class GenerateJob:
     limit: int | None = None
     fail_fast: bool = False
     overwrite: bool = False
-    source: dict[str, Any] = field(default_factory=dict)  # how the inputs were named (kept in labelset.json)
+    source: Source | None = None  # how the inputs were named (kept in labelset.json)
 
 
 @dataclass
@@ -108,115 +108,6 @@ class GenerateResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the teacher, ready to label batches
-
-
-@dataclass
-class PredictedBatch:
-    """Host-side uint8 results of one batch."""
-
-    labels: np.ndarray  # (B, H, W)
-    codes: np.ndarray  # (B, H, W)
-    mean_confidence: np.ndarray  # (B,)
-    attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
-
-
-def class_set_for_names(names: Sequence[str]) -> ClassSet:
-    """The built-in Cityscapes set when ``names`` are its names, else a custom set of these names."""
-    if tuple(names) == CITYSCAPES.names:
-        return CITYSCAPES
-    return custom_class_set(tuple(names))
-
-
-class Teacher:
-    """A loaded checkpoint on a device, labelling uint8 image batches."""
-
-    def __init__(
-        self,
-        loaded: LoadedCheckpoint,
-        classes: ClassSet,
-        device: torch.device,
-        settings: GenerateConfig,
-        data: DataConfig,
-        ladder: Sequence[float],
-    ):
-        self.loaded = loaded
-        self.classes = classes
-        self.device = device
-        self.settings = settings
-        self.mean, self.std = data.mean, data.std
-        self.ladder = tuple(ladder)
-        self.model = loaded.model.to(device).eval()
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-
-    @classmethod
-    def load(
-        cls,
-        checkpoint: Path,
-        settings: GenerateConfig,
-        data: DataConfig,
-        classes: ClassSet | None = None,
-        device: str | torch.device | None = None,
-    ) -> Teacher:
-        """Load and check the checkpoint, failing with a :class:`CheckpointError` before any work.
-
-        ``classes`` (from the config) must match the checkpoint's class names; when None, the checkpoint's
-        names are used (the Cityscapes set when they are Cityscapes').
-        """
-        dev = resolve_device(str(device or settings.device))
-        loaded = load_checkpoint(
-            checkpoint, device="cpu", expected_num_classes=classes.num_classes if classes is not None else None
-        )
-        if classes is None:
-            classes = class_set_for_names(loaded.class_names)
-        elif tuple(loaded.class_names) != tuple(classes.names):
-            raise CheckpointError(
-                f"{checkpoint}: teacher classes {list(loaded.class_names)} differ from the "
-                f"configured classes {list(classes.names)}"
-            )
-        ladder = confidence.make_ladder(settings.threshold, settings.ladder_step, settings.ladder_top)
-        return cls(loaded, classes, dev, settings, data, ladder)
-
-    def output_keys(self) -> set[str]:
-        """The model outputs labelling needs: the fused logits, and attention maps when they are kept."""
-        attention = {f"attn_{s}x" for s in self.settings.scales} if self.settings.attention else set()
-        return {"pred", *attention}
-
-    def predict(self, images: np.ndarray) -> PredictedBatch:
-        """uint8 (B, H, W, 3) RGB -> thresholded labels, confidence codes, mean confidence, attention."""
-        batch = torch.from_numpy(images)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory()
-        x = normalise(batch.to(self.device, non_blocking=True), self.mean, self.std)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        outputs = predict_logits(
-            self.model,
-            x,
-            self.settings.scales,
-            flip=self.settings.flip,
-            tile_size=self.settings.tile_size,
-            tile_overlap=self.settings.tile_overlap,
-            keys=self.output_keys(),
-        )
-        result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
-        attention = {}
-        if self.settings.attention:
-            attention = {
-                key: (value[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-                for key, value in outputs.items()
-                if key.startswith("attn_")
-            }
-        return PredictedBatch(
-            labels=result.labels.cpu().numpy(),
-            codes=result.codes.cpu().numpy(),
-            mean_confidence=result.mean_confidence.cpu().numpy(),
-            attention=attention,
-        )
-
-
-# ---------------------------------------------------------------------------------------------------------
 # planning
 
 
@@ -239,7 +130,7 @@ def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict
         confidence=g.confidence,
         png_compress_level=g.png_compress_level,
         centroid_tile=g.centroid_tile,
-        source=job.source,
+        source=job.source.to_dict() if job.source is not None else {},
     )
 
 
@@ -303,16 +194,6 @@ def remove_superseded_parts(out: Path, chunks: Sequence[Chunk]) -> None:
         if ids and ids <= covered:
             log.info("removing %s: its rows are now in this run's parts", path.name)
             path.unlink(missing_ok=True)
-
-
-def temp_target(path: Path) -> Path | None:
-    """The file a temporary file/folder was going to become (``.NAME.XXXX.tmp``, ``.NAME.tmp-XXXX``)."""
-    name = path.name
-    if confidence.TEMP_MARK in name:
-        return path.with_name(name[1:].split(confidence.TEMP_MARK)[0])
-    if name.startswith(".") and name.endswith(".tmp"):
-        return path.with_name(name[1:-4].rsplit(".", 1)[0])
-    return None
 
 
 def remove_stale_temp_files(out: Path, chunks: Sequence[Chunk], label_ids: bool) -> int:

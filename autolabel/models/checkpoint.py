@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from autolabel.config import ModelConfig, from_dict, to_dict
-from autolabel.data.io import atomic_write_bytes
 from autolabel.errors import CheckpointError, ConfigError
+from autolabel.fs import atomic_write_bytes
 from autolabel.models.build import build_model
 from autolabel.models.mscale import MultiScaleSegmenter
 

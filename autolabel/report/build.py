@@ -7,9 +7,7 @@ the end, so a reader never sees half a report and an interrupted run leaves the 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,11 @@ import numpy as np
 from PIL import Image
 
 from autolabel.classes import ClassSet
-from autolabel.data.io import atomic_write_bytes, encode_image_png, read_image, read_label
+from autolabel.data.io import encode_image_png, read_image, read_label
+from autolabel.data.sources import Source
 from autolabel.errors import AutolabelError, LabelSetError
-from autolabel.generate import confidence
+from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
+from autolabel.labelset import confidence
 from autolabel.report import collect, html, plots
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def build_report(
     *,
     evaluations: Mapping[str, Path] | None = None,
     audits: Mapping[str, Path] | None = None,
-    fine_source: dict[str, Any] | None = None,
+    fine_source: Source | None = None,
     classes: ClassSet | None = None,
     options: ReportOptions = ReportOptions(),
     on_step: Callable[[str], None] | None = None,
@@ -70,7 +70,7 @@ def build_report(
     ``evaluations`` maps a column name to a JSON file as ``autolabel evaluate`` writes it, ``audits`` a row
     name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
     threshold next to the coverage curve). ``fine_source`` (a source description as in
-    :mod:`autolabel.generate.inputs`) names the fine-labelled split to compare class shares with (default:
+    :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
     the ``train`` split of a Cityscapes source).
     """
     out = Path(out)
@@ -80,13 +80,13 @@ def build_report(
     evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
     checks = [collect.read_audit(path, name) for name, path in (audits or {}).items()]
     step = on_step or (lambda name: None)
-    staging = dest.parent / f".{dest.name}{confidence.TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    staging = temp_sibling(dest)
     try:
         assets = _Assets(staging)
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
-        _replace_dir(staging, dest)
+        replace_dir(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("report written to %s", dest / PAGE)
@@ -102,17 +102,6 @@ def _check_classes(classes: ClassSet | None, meta: dict[str, Any]) -> ClassSet:
             f"({len(meta['classes'])} classes: {', '.join(meta['classes'][:4])}, ...)"
         )
     return classes
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished report into place; an existing one is moved aside first, then deleted."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    trash = dst.parent / f".{dst.name}{confidence.TEMP_MARK}old-{uuid.uuid4().hex[:12]}"
-    os.replace(dst, trash)
-    os.replace(src, dst)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _page(meta: dict[str, Any], sections: Sequence[str]) -> str:
@@ -136,7 +125,7 @@ def _sections(
     classes: ClassSet,
     evals: Sequence[Any],
     checks: Sequence[collect.Audit],
-    fine_source: dict[str, Any] | None,
+    fine_source: Source | None,
     options: ReportOptions,
     assets: _Assets,
     step: Callable[[str], None],

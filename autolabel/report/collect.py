@@ -8,6 +8,7 @@ are reported as missing, never guessed.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -19,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from autolabel import labelset
 from autolabel.classes import CITYSCAPES, ClassSet, custom_class_set
 from autolabel.data.datasets import Sample
 from autolabel.data.io import read_label
+from autolabel.data.sources import Source
 from autolabel.errors import AutolabelError, DataError, LabelSetError
-from autolabel.generate import confidence, labelset
-from autolabel.generate.inputs import discover_source
+from autolabel.labelset import confidence
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ def coverage_curve(
 ) -> Coverage | None:
     """Coverage at every ladder rung from up to ``limit`` images; None without a confidence store.
 
-    A pixel survives threshold ``ladder[j]`` iff its code is > j (see :mod:`autolabel.generate.confidence`).
+    A pixel survives threshold ``ladder[j]`` iff its code is > j (see :mod:`autolabel.labelset.confidence`).
     """
     ladder = [float(t) for t in meta["ladder"]]
     picked = [r for r in spread(rows, limit) if confidence.has_codes(Path(out), r["id"])]
@@ -213,20 +215,21 @@ class SourceData:
     notes: list[str] = field(default_factory=list)
 
 
-def source_data(meta: dict[str, Any], fine_source: dict[str, Any] | None) -> SourceData:
+def source_data(meta: dict[str, Any], fine_source: Source | None) -> SourceData:
     """Re-list the label set's inputs and the fine split; what cannot be listed becomes a note."""
     data = SourceData()
-    source = meta.get("source") or {}
-    if source:
+    source = None
+    if meta.get("source"):
         try:
-            data.samples = {s.id: s for s in discover_source(source)}
+            source = Source.from_dict(meta["source"])
+            data.samples = {s.id: s for s in source.discover()}
         except AutolabelError as exc:
             data.notes.append(f"inputs not found, so no human coarse labels: {exc}")
-    if fine_source is None and source.get("layout") == "cityscapes":
-        fine_source = {**source, "split": "train"}
+    if fine_source is None and source is not None and source.layout == "cityscapes":
+        fine_source = dataclasses.replace(source, split="train")
     if fine_source is not None:
         try:
-            data.fine = [s for s in discover_source(fine_source) if s.label is not None]
+            data.fine = [s for s in fine_source.discover() if s.label is not None]
         except AutolabelError as exc:
             data.notes.append(f"fine labels not found: {exc}")
     return data

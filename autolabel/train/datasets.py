@@ -1,4 +1,4 @@
-"""Training and validation datasets: fine labels, auto-label sets from `autolabel generate`, and their mix.
+"""Training datasets: fine labels, auto-label sets from `autolabel generate`, and their mix.
 
 A *source* is a list of (image, label) items that knows how to load item i as uint8 arrays with train ids.
 :class:`TrainDataset` is indexed by :class:`~autolabel.train.sampling.PlanItem` (source, item, crop centre,
@@ -16,24 +16,17 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from autolabel.classes import IGNORE_INDEX, ClassSet
+from autolabel.classes import ClassSet
 from autolabel.data.datasets import Sample
 from autolabel.data.io import read_image, read_label
+from autolabel.data.loading import check_same_size
 from autolabel.errors import DataError, LabelSetError
-from autolabel.generate.confidence import load_confidence, rethreshold_array, rung_index
-from autolabel.generate.labelset import read_labelset, read_manifest
+from autolabel.labelset import read_labelset, read_manifest
+from autolabel.labelset.confidence import load_confidence, rethreshold_array, rung_index
 from autolabel.train.sampling import PlanItem
 from autolabel.train.transforms import TrainTransform
 
 logger = logging.getLogger(__name__)
-
-
-def _check_size(image: np.ndarray, label: np.ndarray, label_path: Path) -> None:
-    if image.shape[:2] != label.shape:
-        raise DataError(
-            f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but its image is "
-            f"{image.shape[1]}x{image.shape[0]}"
-        )
 
 
 class FineSource:
@@ -63,7 +56,7 @@ class FineSource:
         sample = self.samples[index]
         image = read_image(sample.image, self.max_pixels)
         label = read_label(sample.label, self.lut, self.max_pixels)
-        _check_size(image, label, sample.label)
+        check_same_size(image, label, sample.label)
         return image, label
 
 
@@ -139,7 +132,7 @@ class AutoLabelSource:
         label_path = self.out / row["label"]
         image = read_image(row["image"], self.max_pixels)
         label = read_label(label_path, self.label_lut, self.max_pixels)
-        _check_size(image, label, label_path)
+        check_same_size(image, label, label_path)
         if self.threshold is not None:
             codes = load_confidence(self.out, row["id"])
             label = rethreshold_array(label, codes, self.threshold, self.ladder)
@@ -192,26 +185,3 @@ class TrainDataset(torch.utils.data.Dataset):
             "weight": torch.tensor(self.loss_weights[item.source], dtype=torch.float32),
             "source": torch.tensor(item.source, dtype=torch.int64),
         }
-
-
-class EvalDataset(torch.utils.data.Dataset):
-    """Whole images with their labels (train ids) for validation and evaluation; batch them one at a time
-    (image sizes may differ)."""
-
-    def __init__(self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None):
-        self.samples = list(samples)
-        self.lut = lut
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        image = read_image(sample.image, self.max_pixels)
-        if sample.label is None:
-            label = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
-        else:
-            label = read_label(sample.label, self.lut, self.max_pixels)
-            _check_size(image, label, sample.label)
-        return {"image": torch.from_numpy(image), "label": torch.from_numpy(label), "index": index}

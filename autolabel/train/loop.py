@@ -36,14 +36,15 @@ from torch import nn
 
 from autolabel.classes import ClassSet, class_set_from_config
 from autolabel.config import ModelConfig, PipelineConfig, TrainConfig, dump_toml, replace, to_dict
-from autolabel.data.datasets import discover
-from autolabel.data.io import atomic_write_bytes
+from autolabel.data.sources import discover_split
 from autolabel.errors import CheckpointError, ConfigError, DataError, OutputError
-from autolabel.evaluate.evaluate import EvalSettings, evaluate_model
-from autolabel.evaluate.metrics import SegMetrics
-from autolabel.generate.inference import normalise, resolve_device
+from autolabel.fs import atomic_write_bytes
+from autolabel.metrics import SegMetrics
 from autolabel.models import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
+from autolabel.models.device import resolve_device
+from autolabel.models.evaluation import EvalSettings, evaluate_model
+from autolabel.models.predict import normalise
 from autolabel.train.datasets import AutoLabelSource, FineSource, TrainDataset
 from autolabel.train.losses import build_loss
 from autolabel.train.sampling import (
@@ -176,7 +177,7 @@ def build_train_data(
     """Fine data (+ auto-label sets for a student), their centroids, the epoch planner and validation set."""
     lut = classes.label_to_train_lut()
     max_pixels = cfg.data.max_image_pixels
-    fine = FineSource(discover(cfg.data, cfg.data.train_split), lut, max_pixels)
+    fine = FineSource(discover_split(cfg.data, cfg.data.train_split), lut, max_pixels)
     sources: list[FineSource | AutoLabelSource] = [fine]
     centroids = [_fine_centroids(fine, lut, cfg, classes, run_dir)]
     weights = [cfg.student.fine_loss_weight]
@@ -206,7 +207,7 @@ def build_train_data(
         drop_auto_after_epoch=cfg.student.drop_auto_after_epoch if student else None,
         seed=t.seed,
     )
-    val = discover(cfg.data, cfg.data.val_split) if t.val_every else []
+    val = discover_split(cfg.data, cfg.data.val_split) if t.val_every else []
     labelled_val = [s for s in val if s.label is not None]
     return TrainData(TrainDataset(sources, transform, weights), planner, labelled_val)
 
@@ -232,7 +233,7 @@ def _auto_source(out: Path, cfg: PipelineConfig, classes: ClassSet) -> AutoLabel
     fusion = [classes.index(name) for name in cfg.student.coarse_fusion_classes]
     coarse = {}
     if fusion:
-        coarse = {s.id: s.coarse for s in discover(cfg.data, cfg.data.extra_split) if s.coarse is not None}
+        coarse = {s.id: s.coarse for s in discover_split(cfg.data, cfg.data.extra_split) if s.coarse is not None}
         if not coarse:
             logger.warning(
                 "student.coarse_fusion_classes is set but split %r has no coarse labels", cfg.data.extra_split

@@ -27,8 +27,9 @@ import numpy as np
 import pyarrow as pa
 import torch.utils.data
 
-from autolabel.data.io import atomic_write_bytes, read_label
-from autolabel.generate.writer import label_stats
+from autolabel.data.io import read_label
+from autolabel.fs import atomic_write_bytes
+from autolabel.labelset.files import label_stats
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from autolabel import labelset
 from autolabel.config import ModelConfig
-from autolabel.generate import labelset
-from autolabel.generate.verify import is_temp_name, verify_labelset
+from autolabel.fs import is_temp_name
+from autolabel.labelset.verify import verify_labelset
 
 SPLIT = "train_extra"
 N_EXTRA = 24

@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from autolabel import labelset
 from autolabel.cli import main
 from autolabel.data.io import read_label
+from autolabel.data.sources import Source
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS
-from autolabel.generate import inputs, labelset
 
 from .helpers import GENERATE_SETTINGS, temp_leftovers
 
@@ -85,14 +86,14 @@ def bad_input_folder(root: Path) -> dict[str, str]:
 @pytest.fixture
 def vanishing_after_listing(monkeypatch):
     """Delete ``bad/vanishing.png`` right after the CLI has listed the inputs."""
-    real = inputs.discover_source
+    real = Source.discover
 
-    def listing_then_delete(source, out=None):
-        samples = real(source, out)
+    def listing_then_delete(source, exclude=None):
+        samples = real(source, exclude)
         next(s.image for s in samples if s.id == "bad/vanishing").unlink()
         return samples
 
-    monkeypatch.setattr(inputs, "discover_source", listing_then_delete)
+    monkeypatch.setattr(Source, "discover", listing_then_delete)
 
 
 def test_each_bad_input_kind_in_one_run(tmp_path, teacher, vanishing_after_listing):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from autolabel.generate import labelset
+from autolabel import labelset
 
 from .helpers import N_EXTRA, assert_verified, autolabel_cmd, cli_env, generate_args, labelset_state
 

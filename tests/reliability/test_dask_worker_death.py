@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
+from autolabel import labelset
 from autolabel.cli import main
-from autolabel.generate import labelset
-from autolabel.generate.verify import is_temp_name
+from autolabel.fs import is_temp_name
 
 from .helpers import N_EXTRA, assert_verified, generate_args, labelset_state, temp_leftovers
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from autolabel.cli import main
 from autolabel.data.io import read_label
 from autolabel.errors import EXIT_USER_ERROR
-from autolabel.generate import confidence
+from autolabel.labelset import confidence
 
 from .helpers import assert_verified, generate_args, labelset_state, run_cli, temp_leftovers
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autolabel.generate import labelset
+from autolabel import labelset
 
 from .helpers import (
     assert_verified,

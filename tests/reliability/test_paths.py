@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from autolabel import labelset
 from autolabel.cli import main
-from autolabel.generate import labelset
 
 from .helpers import GENERATE_SETTINGS, assert_verified, tree_snapshot
 

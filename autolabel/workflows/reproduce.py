@@ -33,11 +33,16 @@ import torch.nn.functional as F
 
 from autolabel.classes import ClassSet, class_set_from_config
 from autolabel.config import PipelineConfig, replace
-from autolabel.data.datasets import Sample, discover
-from autolabel.data.io import atomic_write_bytes, read_image, read_label
-from autolabel.demo import (
+from autolabel.data.datasets import Sample
+from autolabel.data.io import read_image, read_label
+from autolabel.data.sources import Source, discover_split
+from autolabel.fs import atomic_write_bytes
+from autolabel.labelset.human import coarse_labelset
+from autolabel.models.checkpoint import load_checkpoint
+from autolabel.models.predict import normalise, predict_logits
+from autolabel.train.loop import LAST, iter_log
+from autolabel.workflows.steps import (
     DemoSettings,
-    coarse_labelset,
     demo_config,
     evaluate_checkpoint,
     label_pool,
@@ -45,10 +50,6 @@ from autolabel.demo import (
     run_side_by_side,
     train_model,
 )
-from autolabel.generate.inference import normalise, predict_logits
-from autolabel.generate.inputs import config_source
-from autolabel.models.checkpoint import load_checkpoint
-from autolabel.train.loop import LAST, iter_log
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +134,18 @@ def run_reproduce(settings: ReproduceSettings, on_stage: Callable[[str], None] |
     classes = class_set_from_config(cfg.classes)
     say("synthetic city")
     make_city(demo)
-    val = [s for s in discover(cfg.data, cfg.data.val_split) if s.label is not None]
+    val = [s for s in discover_split(cfg.data, cfg.data.val_split) if s.label is not None]
 
     say(f"teachers and table 3: {len(_trained_variants()) + 1} trainings x {len(settings.seeds)} seeds")
     run_side_by_side(_fine_trainings(cfg, work, settings.seeds), settings.jobs)
 
     say("label sets: human coarse, and one auto-label set per seed's hierarchical teacher")
-    extra = discover(cfg.data, cfg.generate.split)
+    extra = discover_split(cfg.data, cfg.generate.split)
     coarse_labelset(
         extra,
         work / "coarse_labels",
         classes,
-        config_source(cfg.data, cfg.generate.split),
+        Source.from_config(cfg.data, cfg.generate.split),
         centroid_tile=cfg.generate.centroid_tile,
     )
     for seed in settings.seeds:

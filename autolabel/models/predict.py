@@ -1,22 +1,16 @@
-"""Multi-scale teacher prediction for a batch, and thresholding where the logits are.
+"""Multi-scale prediction for a batch: what labelling, evaluation and validation all run.
 
 :func:`predict_logits` wraps the model's own multi-scale mode (``model(images, scales=...)``) with optional
-flip averaging and sliding-window tiling. :func:`threshold_on_device` turns fused logits into uint8 labels and
-confidence codes on the same device, so only ``2 x H x W`` bytes per image ever cross to the host, never the
-``C x H x W`` float probabilities.
+flip averaging and sliding-window tiling; :func:`normalise` turns uint8 image batches into the network's input.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from autolabel.errors import ConfigError
-from autolabel.generate.confidence import IGNORE, quantise
 
 Outputs = dict[str, torch.Tensor]
 
@@ -115,51 +109,9 @@ def _predict_tiled(
     return {key: sums[key].div_(counts[key].clamp(min=1)) for key in sums}  # in place: no second canvas
 
 
-@dataclass
-class ThresholdedBatch:
-    """What leaves the device for a batch: uint8 maps and one float per image."""
-
-    labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= threshold
-    codes: torch.Tensor  # (B, H, W) uint8: confidence ladder codes (see autolabel.generate.confidence)
-    mean_confidence: torch.Tensor  # (B,) float32: mean max probability over all pixels
-
-
-def threshold_batch(
-    logits: torch.Tensor, threshold: float, ladder: Sequence[float], ignore_index: int = IGNORE
-) -> ThresholdedBatch:
-    """Softmax, max and argmax on the logits' device; ``max prob <= threshold`` gives ``ignore_index``.
-
-    The comparison is made in float32 against ``float32(threshold)``, the same comparison the confidence codes
-    use, so a probability exactly at the threshold is ignored and re-thresholding from codes is exact.
-    """
-    probs = torch.softmax(logits.float(), dim=1)  # (B, C, H, W)
-    max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
-    keep = max_prob > torch.tensor(threshold, dtype=torch.float32, device=logits.device)
-    labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
-    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder), mean_confidence=max_prob.mean(dim=(1, 2)))
-
-
-def threshold_on_device(
-    logits: torch.Tensor, threshold: float, ladder: Sequence[float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(labels, confidence_codes)``: uint8 (B, H, W) on the logits' device; see :func:`threshold_batch`."""
-    out = threshold_batch(logits, threshold, ladder)
-    return out.labels, out.codes
-
-
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on the images' device (uint8 moves 4x less)."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
     m = torch.tensor(list(mean), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(list(std), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(m).div_(s)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
-    return device

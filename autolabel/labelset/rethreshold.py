@@ -9,18 +9,19 @@ changes nothing, and ``labelset.json`` is updated last.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autolabel import labelset
 from autolabel.data.datasets import Sample
 from autolabel.data.io import read_label
 from autolabel.errors import LabelSetError
-from autolabel.generate import confidence, labelset
-from autolabel.generate.runner import ProgressFn
-from autolabel.generate.writer import WriteSettings, finalise_image
+from autolabel.labelset import confidence
+from autolabel.labelset.files import WriteSettings, finalise_image
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def rethreshold(
     threshold: float,
     dest: str | Path | None = None,
     overwrite: bool = False,
-    on_image: ProgressFn | None = None,
+    on_image: Callable[[int], None] | None = None,
 ) -> RethresholdResult:
     """Re-threshold the label set in ``out`` at ``threshold`` (a ladder value), in place or into ``dest``."""
     out = Path(out)

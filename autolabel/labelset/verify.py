@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel import labelset
 from autolabel.data.io import read_label
+from autolabel.data.sources import Source
 from autolabel.errors import AutolabelError
-from autolabel.generate import confidence, labelset
-from autolabel.generate.inputs import discover_source
+from autolabel.fs import is_temp_name
+from autolabel.labelset import confidence
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def is_temp_name(name: str) -> bool:
-    """Names of temporary files/folders an interrupted atomic write leaves (ours, ``atomic_write_bytes``')."""
-    return name.startswith(".") and (name.endswith(".tmp") or confidence.TEMP_MARK in name)
 
 
 def temp_files(out: Path) -> Iterator[Path]:
@@ -142,7 +139,7 @@ def _check_inputs(
             log.warning("%s: no input description recorded; skipping the input check", out)
             return
         try:
-            input_ids = [s.id for s in discover_source(meta["source"], out)]
+            input_ids = [s.id for s in Source.from_dict(meta["source"]).discover(exclude=out)]
         except AutolabelError as exc:
             report.problems.append(f"cannot list the inputs again: {exc}")
             return

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from autolabel.data.datasets import AUTO_LABEL_TAG, Sample, auto_label_relpath
-from autolabel.data.io import atomic_write_bytes, encode_label_png
-from autolabel.generate import confidence
-from autolabel.generate.labelset import ATTENTION_DIR, LABELS_DIR
+from autolabel.data.io import encode_label_png
+from autolabel.fs import atomic_write_bytes
+from autolabel.labelset import confidence
+from autolabel.labelset.meta import ATTENTION_DIR, LABELS_DIR
 
 
 def label_relpath(image_id: str, label_ids: bool = False) -> str:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,15 +34,16 @@ import zarr.storage
 from numcodecs import Zstd
 
 from autolabel.errors import LabelSetError, OutputError
+from autolabel.fs import replace_dir, temp_sibling
+from autolabel.labelset.meta import STORE_NAME
 
 log = logging.getLogger(__name__)
 
-STORE_NAME = "confidence.zarr"
+
 IGNORE = 255
 # make bench, confidence_store: up-filtered ~1.8x the label PNG (the plain codes: ~2.26x)
 ZSTD_LEVEL = 17
 UP_FILTER = {"filter": "up", "decode": "codes = cumsum(stored, axis=0) mod 256"}  # the attributes of each array
-TEMP_MARK = ".tmp-"  # in the name of every temporary file or folder this package creates
 
 
 def make_ladder(threshold: float, step: float = 0.05, top: float = 0.95) -> tuple[float, ...]:
@@ -60,7 +60,7 @@ def make_ladder(threshold: float, step: float = 0.05, top: float = 0.95) -> tupl
 
 def quantise(max_prob: torch.Tensor, ladder: Sequence[float]) -> torch.Tensor:
     """Codes (uint8, same shape): the number of rungs strictly below each probability. Runs on any device."""
-    # float32 rungs: the comparison must be the one `threshold_on_device` makes, so that codes agree with it
+    # float32 rungs: the comparison must be the one `threshold_batch` (generate.teacher) makes
     rungs = torch.tensor(list(ladder), dtype=max_prob.dtype, device=max_prob.device)
     return torch.bucketize(max_prob, rungs, right=False).to(torch.uint8)
 
@@ -153,7 +153,7 @@ def write_codes(out: Path, image_id: str, codes: np.ndarray) -> int:
     """
     final = store_path(out) / image_id
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    tmp = temp_sibling(final)
     files = {"zarr.json": array_metadata(codes.shape, ZSTD_LEVEL), "c/0/0": encode_chunk(codes, ZSTD_LEVEL)}
     try:
         for name, data in files.items():
@@ -163,24 +163,13 @@ def write_codes(out: Path, image_id: str, codes: np.ndarray) -> int:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        _replace_dir(tmp, final)
+        replace_dir(tmp, final)
     except OSError as exc:
         raise OutputError(f"{final}: cannot write confidence map ({exc.strerror or exc})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return sum(len(data) for data in files.values())
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """``os.replace`` for a folder: an existing ``dst`` is moved aside first, then removed."""
-    if dst.exists():
-        trash = dst.parent / f".{dst.name}{TEMP_MARK}old-{uuid.uuid4().hex[:12]}"
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def has_codes(out: Path, image_id: str) -> bool:

@@ -1,4 +1,6 @@
-"""Process-wide settings for running on a CPU.
+"""Choosing the device a process computes on, and process-wide settings for running on a CPU.
+
+:func:`resolve_device` turns the ``device`` option into a torch device.
 
 glibc hands every freed block over its mmap threshold (at most 32 MB) straight back to the kernel, so a
 multi-scale forward that frees and re-allocates 19 x H x W float logit maps (40 MB at 512x1024) faults fresh
@@ -18,6 +20,10 @@ import ctypes
 import logging
 import os
 import sys
+
+import torch
+
+from autolabel.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +55,13 @@ def keep_freed_memory() -> bool:
         os.environ.update(ALLOCATOR_ENV)
     log.debug("malloc keeps freed memory: %s", applied)
     return applied
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
+    return device

@@ -1,0 +1,168 @@
+"""One grammar for naming a set of images (and their labels), used by every command and kept in ``labelset.json``.
+
+A dataset on the command line is always ``--data SPEC``::
+
+    cityscapes:ROOT:SPLIT    ROOT/leftImg8bit/SPLIT/<city>/*_leftImg8bit.png, with gtFine (label) and gtCoarse
+    mapillary:ROOT:SPLIT     ROOT/<split>/images/*.jpg with ROOT/<split>/labels/*.png (train/val or training/...)
+    folder:IMAGES[:LABELS]   every png/jpg under IMAGES; the label of image id X is LABELS/X.png
+    list:FILE                one image path per line, optionally a TAB and its label path, relative to FILE
+    config[:SPLIT]           the pipeline config's [data] section, at SPLIT (default: the command's split)
+    DIR                      a plain folder of images, like folder:DIR
+
+A parsed spec is a frozen :class:`Source`. ``labelset.json`` stores it as ``{"layout", "root", "split"}`` (plus
+``"labels"`` for a folder with labels), the form label sets have always used, so ``autolabel verify OUT`` can
+list the same inputs again; :meth:`Source.from_dict` reads every stored form, including the old
+``folder`` + ``split`` one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from autolabel.config import DataConfig
+from autolabel.data.datasets import (
+    Sample,
+    discover_cityscapes,
+    discover_filelist,
+    discover_folder,
+    discover_mapillary,
+)
+from autolabel.errors import ConfigError, DataError, LabelSetError
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["cityscapes", "mapillary", "folder", "filelist"]
+LAYOUTS: tuple[Layout, ...] = ("cityscapes", "mapillary", "folder", "filelist")
+SPEC_HELP = (
+    "cityscapes:ROOT:SPLIT, mapillary:ROOT:SPLIT, folder:IMAGES[:LABELS], list:FILE, config[:SPLIT] "
+    "(the config's [data] section) or a plain folder of images"
+)
+_SPEC_KINDS = {"cityscapes": "cityscapes", "mapillary": "mapillary", "folder": "folder", "list": "filelist"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A set of images, and where their labels are: what a ``--data`` spec names."""
+
+    layout: Layout
+    root: Path  # the dataset root (cityscapes, mapillary), the image folder (folder) or the list file (filelist)
+    split: str = ""  # cityscapes/mapillary split; a sub-folder of root for folder sources of old label sets
+    labels: Path | None = None  # folder sources: the folder holding <id>.png labels
+
+    def spec(self) -> str:
+        """The spec that parses back to this source (for messages and provenance)."""
+        if self.layout in ("cityscapes", "mapillary"):
+            return f"{self.layout}:{self.root}:{self.split}"
+        if self.layout == "filelist":
+            return f"list:{self.root}"
+        images = self.root / self.split if self.split else self.root
+        return f"folder:{images}" + (f":{self.labels}" if self.labels is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (``labelset.json``'s ``source``)."""
+        stored: dict[str, Any] = {"layout": self.layout, "root": str(self.root), "split": self.split}
+        if self.labels is not None:
+            stored["labels"] = str(self.labels)
+        return stored
+
+    @classmethod
+    def from_dict(cls, stored: Any) -> Source:
+        """A source from its stored form; a :class:`LabelSetError` when it is not one."""
+        try:
+            layout, root = stored["layout"], Path(stored["root"])
+            split, labels = str(stored.get("split") or ""), stored.get("labels")
+        except (KeyError, TypeError):
+            raise LabelSetError(f"input description {stored!r}: expected layout/root/split") from None
+        if layout not in LAYOUTS:
+            raise LabelSetError(f"input description {stored!r}: unknown layout {layout!r}")
+        return cls(layout=layout, root=root, split=split, labels=Path(labels) if labels else None)
+
+    @classmethod
+    def from_config(cls, data: DataConfig, split: str) -> Source:
+        """The ``split`` of the dataset a config's ``[data]`` section describes."""
+        if data.root is None:
+            raise ConfigError("data.root: not set; expected the dataset's root folder (or give --data SPEC)")
+        root = Path(data.root).resolve()
+        if data.layout == "filelist":
+            return cls(layout="filelist", root=root if root.is_file() else root / f"{split}.txt")
+        if data.layout == "folder":
+            return cls(layout="folder", root=root / split if split and split != "." else root)
+        return cls(layout=data.layout, root=root, split=split)
+
+    def discover(self, exclude: Path | None = None) -> list[Sample]:
+        """The samples, sorted by id; none inside ``exclude`` (an output folder within the inputs)."""
+        if self.layout == "cityscapes":
+            samples = discover_cityscapes(self.root, self.split)
+        elif self.layout == "mapillary":
+            samples = discover_mapillary(self.root, self.split)
+        elif self.layout == "filelist":
+            samples = discover_filelist(self.root)
+        else:
+            images = self.root / self.split if self.split else self.root
+            samples = discover_folder(images, exclude=[exclude] if exclude is not None else [], labels=self.labels)
+        return exclude_output(samples, exclude) if exclude is not None else samples
+
+
+def parse_source(spec: str, *, flag: str = "--data", config: DataConfig | None = None, split: str = "") -> Source:
+    """The :class:`Source` a spec names (see the module docstring); errors name ``flag``.
+
+    ``config`` and ``split`` resolve ``config[:SPLIT]`` (the command's default split when SPLIT is omitted).
+    """
+    kind, sep, rest = spec.partition(":")
+    if kind == "config":
+        if config is None:
+            raise ConfigError(f"{flag} {spec!r}: 'config' names the [data] section, but no --config was given")
+        return Source.from_config(config, rest or split)
+    if kind == "filelist":  # autolabel 0.1's name, written filelist:FILE:SPLIT with the split ignored
+        kind, rest = "list", rest.rpartition(":")[0] if ":" in rest else rest
+    if sep and kind in _SPEC_KINDS:
+        return _parse_kind(spec, flag, _SPEC_KINDS[kind], rest)
+    path = Path(spec)
+    if path.is_dir():  # a plain folder; one holding images/ and labels/ is a folder with labels
+        if (path / "images").is_dir() and (path / "labels").is_dir():
+            return Source(layout="folder", root=(path / "images").resolve(), labels=(path / "labels").resolve())
+        return Source(layout="folder", root=path.resolve())
+    raise ConfigError(f"{flag} {spec!r}: not a dataset spec or folder; expected one of {SPEC_HELP}")
+
+
+def _parse_kind(spec: str, flag: str, layout: Layout, rest: str) -> Source:
+    if layout in ("cityscapes", "mapillary"):
+        root, sep, split = rest.rpartition(":")
+        if not sep or not root or not split:
+            raise ConfigError(f"{flag} {spec!r}: expected {layout}:ROOT:SPLIT, e.g. {layout}:/data/{layout}:val")
+        return Source(layout=layout, root=Path(root).resolve(), split=split)
+    if not rest:
+        raise ConfigError(f"{flag} {spec!r}: expected a path after the colon ({SPEC_HELP})")
+    if layout == "filelist":
+        return Source(layout="filelist", root=Path(rest).resolve())
+    images, sep, labels = rest.partition(":")
+    if sep and not labels:
+        raise ConfigError(f"{flag} {spec!r}: expected folder:IMAGES or folder:IMAGES:LABELS")
+    return Source(layout="folder", root=Path(images).resolve(), labels=Path(labels).resolve() if labels else None)
+
+
+def discover_split(data: DataConfig, split: str) -> list[Sample]:
+    """The samples of ``split`` of the config's dataset."""
+    return Source.from_config(data, split).discover()
+
+
+def exclude_output(samples: Sequence[Sample], out: Path) -> list[Sample]:
+    """Drop inputs that live inside the output folder (output written inside the input tree)."""
+    out = Path(out).resolve()
+    return [s for s in samples if not Path(s.image).resolve().is_relative_to(out)]
+
+
+def require_labels(samples: Sequence[Sample], where: str) -> list[Sample]:
+    """The samples that have a label; a :class:`DataError` when none has (a warning for those without)."""
+    labelled = [s for s in samples if s.label is not None]
+    if not labelled:
+        raise DataError(f"{where}: none of the {len(samples)} images has a label")
+    if len(labelled) < len(samples):
+        log.warning(
+            "%s: %d of %d images have no label and are left out", where, len(samples) - len(labelled), len(samples)
+        )
+    return labelled
