@@ -33,7 +33,6 @@ from autolabel.classes import ClassSet, class_set_from_config
 from autolabel.config import PipelineConfig, load_config, replace
 from autolabel.data.datasets import Sample, discover
 from autolabel.data.io import atomic_write_bytes, read_label
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import DataError
 from autolabel.evaluate.audit import audit_labelset
 from autolabel.evaluate.evaluate import EvalSettings, evaluate_model
@@ -44,6 +43,7 @@ from autolabel.generate.sharding import chunked
 from autolabel.generate.writer import WriteSettings, finalise_image
 from autolabel.models.checkpoint import checkpoint_sha256, load_checkpoint
 from autolabel.report import build_report
+from autolabel.synth import make_synthetic_city
 from autolabel.train.loop import LAST, STATE, fit
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ from autolabel.classes import CITYSCAPES
 from autolabel.config import DataConfig
 from autolabel.data.datasets import discover
 from autolabel.data.io import read_label
-from autolabel.data.synth import make_synthetic_city
 from autolabel.demo import MODELS, DemoResult, DemoSettings, coarse_labelset, results_table, run_demo, run_side_by_side
 from autolabel.generate import labelset
 from autolabel.generate.inputs import config_source
@@ -30,6 +29,7 @@ from autolabel.reproduce import (
     summarise,
     write_results,
 )
+from autolabel.synth import make_synthetic_city
 from autolabel.train.datasets import AutoLabelSource
 from autolabel.train.loop import iter_log
 

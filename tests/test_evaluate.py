@@ -17,7 +17,6 @@ from autolabel.cli import main
 from autolabel.config import GenerateConfig, ModelConfig
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_label, write_label_png
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import ConfigError, DataError
 from autolabel.evaluate.audit import audit_labelset, cityscapes_reference
 from autolabel.evaluate.evaluate import (
@@ -34,6 +33,7 @@ from autolabel.generate.labelset import read_labelset, read_manifest
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
+from autolabel.synth import make_synthetic_city
 
 LUT = CITYSCAPES.label_to_train_lut()
 

@@ -20,7 +20,6 @@ from autolabel.cli import main
 from autolabel.config import ModelConfig
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_image, read_label
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, EXIT_USER_ERROR
 from autolabel.generate import labelset, runner
 from autolabel.generate.confidence import load_confidence
@@ -28,6 +27,7 @@ from autolabel.generate.inference import normalise, predict_logits
 from autolabel.generate.labelset import TIMING_COLUMNS, part_paths, read_labelset, read_manifest
 from autolabel.models.build import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
+from autolabel.synth import make_synthetic_city
 
 SPLIT = "train_extra"
 N_EXTRA = 10

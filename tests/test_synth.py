@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from autolabel.classes import CITYSCAPES
 from autolabel.cli import main
 from autolabel.data import datasets, io
-from autolabel.data.synth import (
+from autolabel.errors import ConfigError, OutputError
+from autolabel.synth import (
     LABEL_ID,
     SYNTH_CLASSES,
     coarse_band_px,
@@ -18,7 +19,6 @@ from autolabel.data.synth import (
     make_synthetic_city,
     render_scene,
 )
-from autolabel.errors import ConfigError, OutputError
 
 SIZE = (128, 64)
 

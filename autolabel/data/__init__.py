@@ -1,4 +1,4 @@
-"""Data: reading and writing images and labels, discovering datasets on disk, the synthetic city."""
+"""Data: reading and writing images and labels, discovering datasets on disk."""
 
 from autolabel.data.datasets import (
     Sample,
@@ -19,7 +19,6 @@ from autolabel.data.io import (
     write_image_png,
     write_label_png,
 )
-from autolabel.data.synth import make_synthetic_city
 
 __all__ = [
     "Sample",
@@ -32,7 +31,6 @@ __all__ = [
     "discover_mapillary",
     "encode_image_png",
     "encode_label_png",
-    "make_synthetic_city",
     "mapillary_class_set",
     "read_image",
     "read_label",
