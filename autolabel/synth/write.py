@@ -147,7 +147,7 @@ def _check_output(out: Path, settings: SynthSettings, counts: dict[str, int]) ->
 def _metadata(settings: SynthSettings, counts: dict[str, int], histogram: np.ndarray | None) -> dict:
     total = histogram.sum() if histogram is not None else 0
     return {
-        "generator": "autolabel.data.synth",
+        "generator": "autolabel.synth",
         "settings": asdict(settings),
         "size": [settings.width, settings.height],
         "counts": counts,
