@@ -30,8 +30,8 @@ from PIL import Image
 
 from autolabel.classes import CITYSCAPES
 from autolabel.data.io import encode_label_png, write_image_png
-from autolabel.data.synth import render_scene
 from autolabel.labelset import confidence
+from autolabel.synth import render_scene
 
 SIZE = (2048, 1024)  # (W, H)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[5])
 from common import current_rss_mb, peak_rss_mb, timed
 from autolabel.config import DataConfig, GenerateConfig
-from autolabel.data.synth import render_scene
+from autolabel.synth import render_scene
 from autolabel.generate.teacher import Teacher
 torch.set_num_threads(int(sys.argv[6]))
 checkpoint, width, height, tile = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

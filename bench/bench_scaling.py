@@ -27,9 +27,9 @@ from distributed import Client, LocalCluster
 from autolabel.config import GenerateConfig
 from autolabel.data.datasets import discover_folder
 from autolabel.data.io import write_image_png
-from autolabel.data.synth import render_scene
 from autolabel.generate.dask_runner import run_generate_dask
 from autolabel.generate.runner import GenerateJob
+from autolabel.synth import render_scene
 
 
 def _write_inputs(folder: Path, count: int, size: tuple[int, int]) -> None:

@@ -22,8 +22,8 @@ from autolabel.classes import CITYSCAPES
 from autolabel.config import load_config
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_image, read_label
-from autolabel.data.synth import make_synthetic_city
 from autolabel.models import build_model
+from autolabel.synth import make_synthetic_city
 from autolabel.train.loop import (
     StepContext,
     build_optimizer,

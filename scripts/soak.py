@@ -70,9 +70,9 @@ def prepare_inputs(work: Path, images: int, size: tuple[int, int], seed: int) ->
 
     from autolabel.classes import CITYSCAPES
     from autolabel.config import ModelConfig
-    from autolabel.data.synth import make_synthetic_city
     from autolabel.models import build_model
     from autolabel.models.checkpoint import save_checkpoint
+    from autolabel.synth import make_synthetic_city
 
     city, teacher = work / "city", work / "teacher.pt"
     if not (city / "synth.json").exists():

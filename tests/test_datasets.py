@@ -14,8 +14,8 @@ from autolabel.config import DataConfig
 from autolabel.data import datasets, io
 from autolabel.data.datasets import Sample, auto_label_relpath
 from autolabel.data.sources import discover_split
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import ConfigError, DataError
+from autolabel.synth import make_synthetic_city
 
 COUNTS = {"train": 3, "val": 2, "train_extra": 4}
 

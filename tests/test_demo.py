@@ -13,10 +13,10 @@ from autolabel.classes import CITYSCAPES
 from autolabel.config import DataConfig
 from autolabel.data.io import read_label
 from autolabel.data.sources import Source, discover_split
-from autolabel.data.synth import make_synthetic_city
 from autolabel.labelset.human import coarse_labelset
 from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import checkpoint_sha256
+from autolabel.synth import make_synthetic_city
 from autolabel.train.datasets import AutoLabelSource
 from autolabel.train.loop import iter_log
 from autolabel.workflows.demo import (

@@ -18,7 +18,6 @@ from autolabel.config import GenerateConfig, ModelConfig
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_label, write_label_png
 from autolabel.data.sources import parse_source
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import ConfigError, DataError
 from autolabel.evaluate.audit import audit_labelset, cityscapes_reference
 from autolabel.evaluate.predictions import LABEL_IDS_DIR, TRAIN_IDS_DIR, PredictionWriter, label_id_name
@@ -28,6 +27,7 @@ from autolabel.labelset.confidence import write_codes
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 from autolabel.models.evaluation import EvalSettings, evaluate_model
+from autolabel.synth import make_synthetic_city
 
 LUT = CITYSCAPES.label_to_train_lut()
 

@@ -22,7 +22,6 @@ from autolabel.cli import main
 from autolabel.config import ModelConfig
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_image, read_label
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, EXIT_USER_ERROR
 from autolabel.generate import runner
 from autolabel.labelset import TIMING_COLUMNS, part_paths, read_labelset, read_manifest
@@ -30,6 +29,7 @@ from autolabel.labelset.confidence import load_confidence
 from autolabel.models.build import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
 from autolabel.models.predict import normalise, predict_logits
+from autolabel.synth import make_synthetic_city
 
 SPLIT = "train_extra"
 N_EXTRA = 10

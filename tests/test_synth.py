@@ -1,6 +1,9 @@
 """The synthetic city: determinism, layout, classes, thin structures, ambiguous ground, coarse labels, CLI."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,8 @@ from click.testing import CliRunner
 from autolabel.classes import CITYSCAPES
 from autolabel.cli import main
 from autolabel.data import datasets, io
-from autolabel.data.synth import (
+from autolabel.errors import ConfigError, OutputError
+from autolabel.synth import (
     LABEL_ID,
     SYNTH_CLASSES,
     coarse_band_px,
@@ -18,9 +22,9 @@ from autolabel.data.synth import (
     make_synthetic_city,
     render_scene,
 )
-from autolabel.errors import ConfigError, OutputError
 
 SIZE = (128, 64)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +238,17 @@ def test_bad_requests(tmp_path):
         make_synthetic_city(tmp_path, train=1, size=(16, 8))
     with pytest.raises(ConfigError, match="train"):
         make_synthetic_city(tmp_path, train=-1)
+
+
+def test_importing_data_does_not_load_the_synthetic_city():
+    # a fresh interpreter: this one has imported autolabel.synth already; this checkout first on the path, so an
+    # installed copy elsewhere cannot answer for it
+    code = "import sys, autolabel.data; print(autolabel.data.__file__); print('autolabel.synth' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    data_file, synth_loaded = out.stdout.splitlines()
+    assert Path(data_file).resolve().is_relative_to(REPO / "autolabel")
+    assert synth_loaded == "False"
 
 
 def test_cli_synth(tmp_path):

@@ -11,8 +11,8 @@ import textwrap
 import pytest
 import torch
 
-from autolabel.data.synth import make_synthetic_city
 from autolabel.models.checkpoint import load_checkpoint
+from autolabel.synth import make_synthetic_city
 from autolabel.train.loop import LAST, iter_log
 
 SCRIPT = textwrap.dedent("""

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from autolabel.classes import CITYSCAPES
 from autolabel.cli import main
 from autolabel.config import load_config
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import CheckpointError, OutputError
 from autolabel.models.checkpoint import load_checkpoint
+from autolabel.synth import make_synthetic_city
 from autolabel.train.loop import (
     BEST,
     CONFIG,

@@ -29,7 +29,7 @@ from autolabel.train.losses import build_loss
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    from autolabel.data.synth import make_synthetic_city
+    from autolabel.synth import make_synthetic_city
 
     root = tmp_path_factory.mktemp("city")
     make_synthetic_city(root, train=4, val=1, extra=6, size=(96, 48), seed=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from autolabel.cli.base import main, progress
-from autolabel.data.synth import make_synthetic_city
+from autolabel.synth import make_synthetic_city
 
 
 def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:

@@ -21,13 +21,13 @@ from autolabel.classes import ClassSet
 from autolabel.config import PipelineConfig, load_config, replace
 from autolabel.data.datasets import Sample
 from autolabel.data.sources import Source
-from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import DataError
 from autolabel.evaluate.audit import audit_labelset
 from autolabel.fs import write_json
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.models.checkpoint import checkpoint_sha256, load_checkpoint
 from autolabel.models.evaluation import EvalSettings, evaluate_model
+from autolabel.synth import make_synthetic_city
 from autolabel.train.loop import LAST, STATE, fit
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from autolabel.classes import CITYSCAPES
-from autolabel.data.synth import make_synthetic_city
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
+from autolabel.synth import make_synthetic_city
 
 from .helpers import IMAGE_SIZE, N_EXTRA, TEACHER_CFG, assert_verified, generate_args, labelset_state, run_cli
 

@@ -13,9 +13,9 @@ import torch
 
 from autolabel.config import GenerateConfig, load_config
 from autolabel.data.datasets import discover_cityscapes
-from autolabel.data.synth import make_synthetic_city
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.models.checkpoint import load_checkpoint
+from autolabel.synth import make_synthetic_city
 from autolabel.train import loop
 from autolabel.train.loop import LAST, STATE, fit
 
