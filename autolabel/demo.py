@@ -44,7 +44,8 @@ from autolabel.generate.sharding import chunked
 from autolabel.generate.writer import WriteSettings, finalise_image
 from autolabel.models.checkpoint import checkpoint_sha256, load_checkpoint
 from autolabel.report import build_report
-from autolabel.train.loop import LAST, STATE, fit
+from autolabel.train.loop import fit
+from autolabel.train.state import LAST, STATE
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from autolabel.demo import (
 from autolabel.generate.inference import normalise, predict_logits
 from autolabel.generate.inputs import config_source
 from autolabel.models.checkpoint import load_checkpoint
-from autolabel.train.loop import LAST, iter_log
+from autolabel.train.state import LAST, iter_log
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from autolabel.reproduce import (
     write_results,
 )
 from autolabel.train.datasets import AutoLabelSource
-from autolabel.train.loop import iter_log
+from autolabel.train.state import iter_log
 
 REPO = Path(__file__).resolve().parents[1]
 # a city and a training run small enough for a test: 64x32 images, 2 short epochs, no periodic validation

@@ -15,18 +15,9 @@ from autolabel.config import load_config
 from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import CheckpointError, OutputError
 from autolabel.models.checkpoint import load_checkpoint
-from autolabel.train.loop import (
-    BEST,
-    CONFIG,
-    LAST,
-    STATE,
-    build_train_data,
-    fit,
-    iter_log,
-    make_loader,
-    poly_lr,
-)
+from autolabel.train.loop import build_train_data, fit, make_loader, poly_lr
 from autolabel.train.sampling import PlanSampler
+from autolabel.train.state import BEST, CONFIG, LAST, STATE, iter_log
 
 
 @pytest.fixture(scope="module")

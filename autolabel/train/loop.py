@@ -1,50 +1,34 @@
 """One training loop for teacher and student: SGD + poly LR, AMP on CUDA, DDP, validation, exact resume.
 
-A run directory holds::
-
-    config.toml        the resolved config the run started with
-    log.jsonl          one JSON object per line: {"event": "train" | "val" | "checkpoint" | ..., ...}
-    last.pt            the latest weights (a normal checkpoint, loadable by `autolabel evaluate`)
-    last.state.pt      what resuming needs besides the weights: optimizer, GradScaler, position, RNG states
-    best.pt            the weights with the best validation mIoU so far
-    cache/             class centroids of the fine labels, keyed by the label files' content
-
-``last.state.pt`` holds tensors and plain values only (it loads with ``weights_only=True``), including the
-weights of the step it belongs to: the two files are written one after the other, and a kill between the two
-writes must still leave a run that resumes exactly.
+What a run directory holds and how its state is saved and restored is :mod:`autolabel.train.state`; the
+torchrun plumbing is :mod:`autolabel.train.distributed`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.utils.data
 from torch import nn
 
 from autolabel.classes import ClassSet, class_set_from_config
-from autolabel.config import ModelConfig, PipelineConfig, TrainConfig, dump_toml, replace, to_dict
+from autolabel.config import PipelineConfig, TrainConfig, dump_toml, replace
 from autolabel.data.datasets import discover
 from autolabel.data.io import atomic_write_bytes
-from autolabel.errors import CheckpointError, ConfigError, DataError, OutputError
+from autolabel.errors import ConfigError, DataError
 from autolabel.evaluate.evaluate import EvalSettings, evaluate_model
 from autolabel.evaluate.metrics import SegMetrics
 from autolabel.generate.inference import normalise, resolve_device
 from autolabel.models import build_model
-from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
 from autolabel.train.datasets import AutoLabelSource, FineSource, TrainDataset
+from autolabel.train.distributed import DistInfo, average_buffers, barrier, init_distributed, unwrap
 from autolabel.train.losses import build_loss
 from autolabel.train.sampling import (
     CentroidTable,
@@ -53,73 +37,20 @@ from autolabel.train.sampling import (
     cached_centroids,
     manifest_centroids,
 )
+from autolabel.train.state import (
+    CACHE,
+    CONFIG,
+    LOG,
+    Position,
+    RunLog,
+    load_training_state,
+    prepare_run_dir,
+    save_best,
+    save_training_state,
+)
 from autolabel.train.transforms import TrainTransform
 
 logger = logging.getLogger(__name__)
-
-LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
-LOG, CONFIG, CACHE = "log.jsonl", "config.toml", "cache"
-RUN_FILES = (LAST, BEST, STATE, LOG, CONFIG)
-STATE_FORMAT = "autolabel-train-state"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# distributed setup
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a (possibly single-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_name: str) -> DistInfo:
-    """Join the torchrun job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` if there is one.
-
-    gloo on CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK``). An already initialised process
-    group (e.g. set up by a test) is used as it is.
-    """
-    device = resolve_device(device_name)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 and not dist.is_initialized():
-        return DistInfo(device=device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
-
-
-def average_buffers(model: nn.Module, info: DistInfo) -> None:
-    """Average float buffers (BN running statistics) across ranks.
-
-    DDP keeps parameters in sync but each rank's BN statistics drift apart between the broadcasts at the
-    start of each forward; averaging them before validating or saving gives every rank the same model as the
-    checkpoint (and a better estimate than rank 0's alone).
-    """
-    if not info.distributed:
-        return
-    for buffer in _unwrap(model).buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer)
-            buffer.div_(info.world_size)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -265,170 +196,6 @@ def make_loader(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# run directory, logging and state
-
-
-class RunLog:
-    """Appends JSON lines to ``log.jsonl`` (main process only)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def write(self, event: str, **fields: Any) -> None:
-        if self.path is None:
-            return
-        record = {"event": event, "time": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a previous run unless ``overwrite``; ``resume`` needs one to continue."""
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if resume:
-        if not (run_dir / LAST).is_file() or not (run_dir / STATE).is_file():
-            raise CheckpointError(f"{run_dir}: nothing to resume (expected {LAST} and {STATE} from an earlier run)")
-        return
-    if existing and not overwrite:
-        raise OutputError(
-            f"{run_dir}: holds a previous run ({', '.join(existing)}); pass --resume to "
-            "continue it, --overwrite to replace it, or choose another train.out_dir"
-        )
-    for name in existing:
-        (run_dir / name).unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-@dataclass
-class Position:
-    """Where training is: completed epochs, batches done in the current epoch, total steps, best mIoU."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_miou: float = float("-inf")
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _gather_rng(info: DistInfo) -> list[dict[str, torch.Tensor]]:
-    """Every rank's RNG states (ranks draw different dropout masks), collected on every rank."""
-    mine = _rng_state(info.device)
-    if not info.distributed:
-        return [mine]
-    gathered: list[Any] = [None] * info.world_size
-    dist.all_gather_object(gathered, mine)
-    return gathered
-
-
-def save_training_state(
-    run_dir: Path,
-    model: nn.Module,
-    cfg: PipelineConfig,
-    classes: ClassSet,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    pos: Position,
-    info: DistInfo,
-) -> None:
-    """``last.state.pt`` then ``last.pt`` (both atomic); every rank must call this (RNG states are
-    gathered)."""
-    rng = _gather_rng(info)
-    if not info.is_main:
-        return
-    state = {
-        "format": STATE_FORMAT,
-        "global_step": pos.global_step,
-        "epoch": pos.epoch,
-        "step_in_epoch": pos.step_in_epoch,
-        "best_miou": pos.best_miou,
-        "world_size": info.world_size,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": rng,
-        "model": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()},
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(run_dir / STATE, buffer.getvalue())
-    save_checkpoint(run_dir / LAST, model, cfg.model, classes.names, metadata=_metadata(cfg, pos))
-
-
-def _metadata(cfg: PipelineConfig, pos: Position) -> dict[str, Any]:
-    return {
-        "global_step": pos.global_step,
-        "epoch": pos.epoch,
-        "step_in_epoch": pos.step_in_epoch,
-        "best_miou": None if pos.best_miou == float("-inf") else pos.best_miou,
-        "config": to_dict(cfg),
-    }
-
-
-def load_training_state(
-    run_dir: Path,
-    model: nn.Module,
-    cfg_model: ModelConfig,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    info: DistInfo,
-    num_classes: int,
-) -> Position:
-    """Restore weights, optimizer, scaler and this rank's RNG state; returns where to continue."""
-    ckpt = load_checkpoint(run_dir / LAST, expected_num_classes=num_classes)
-    try:
-        state = torch.load(run_dir / STATE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any failure means the same: the state file is unusable
-        raise CheckpointError(f"{run_dir / STATE}: unreadable training state ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{run_dir / STATE}: not an autolabel training state")
-    # a state one save ahead of last.pt (killed between the two writes) carries its own weights; any other
-    # mismatch means the files do not belong together
-    weights = state.get("model")
-    ahead = weights is not None and state["global_step"] > (ckpt.metadata.get("global_step") or 0)
-    if state["global_step"] != ckpt.metadata.get("global_step") and not ahead:
-        raise CheckpointError(
-            f"{run_dir}: {STATE} is at step {state['global_step']} but {LAST} at step "
-            f"{ckpt.metadata.get('global_step')}; the run was interrupted while saving"
-        )
-    if ckpt.model_cfg != cfg_model:
-        raise CheckpointError(
-            f"{run_dir / LAST}: the run was trained with model config "
-            f"{to_dict(ckpt.model_cfg)}; resume it with the same [model] section"
-        )
-    _unwrap(model).load_state_dict(weights if weights is not None else ckpt.model.state_dict())
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    rng = state["rng"]
-    if len(rng) == info.world_size:
-        _set_rng_state(rng[info.rank], info.device)
-    else:
-        logger.warning(
-            "resuming with %d processes, saved with %d: dropout RNG streams restart", info.world_size, len(rng)
-        )
-    return Position(
-        epoch=state["epoch"],
-        step_in_epoch=state["step_in_epoch"],
-        global_step=state["global_step"],
-        best_miou=state["best_miou"],
-    )
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -514,7 +281,7 @@ def evaluate(
 ) -> SegMetrics:
     """Validation mIoU over whole images, split across ranks and summed (same result on every rank)."""
     return evaluate_model(
-        _unwrap(model),
+        unwrap(model),
         samples,
         classes.label_to_train_lut(),
         classes.names,
@@ -574,17 +341,17 @@ def fit(
         cfg = replace(
             cfg, student=replace(cfg.student, labels=labels), train=replace(cfg.train, epochs=cfg.epochs(student=True))
         )
-    info = init_distributed(cfg.train.device)
+    info = init_distributed(resolve_device(cfg.train.device))
     run_dir = Path(cfg.train.out_dir)
     classes = class_set_from_config(cfg.classes)
     if info.is_main:
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    _barrier(info)
+    barrier(info)
     if not info.is_main:
-        _barrier(info)  # rank 0 fills the centroid cache first; the others then read it
+        barrier(info)  # rank 0 fills the centroid cache first; the others then read it
     data = build_train_data(cfg, classes, run_dir, student=student, labels=labels)
     if info.is_main:
-        _barrier(info)
+        barrier(info)
     model, optimizer, scaler = _build_model(cfg, info)
     pos = Position()
     if resume:
@@ -701,16 +468,16 @@ def _run_epochs(
         "end",
         global_step=pos.global_step,
         epochs_done=pos.epoch,
-        best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
+        best_miou=pos.best,
     )
-    _barrier(info)
+    barrier(info)
     return FitResult(
         run_dir=run_dir,
         global_step=pos.global_step,
         epochs_done=pos.epoch,
-        best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
+        best_miou=pos.best,
         last_metrics=metrics,
-        model=_unwrap(model),
+        model=unwrap(model),
     )
 
 
@@ -734,14 +501,6 @@ def _maybe_validate(
     if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
         pos.best_miou = metrics.miou
         if info.is_main:
-            save_checkpoint(run_dir / BEST, model, cfg.model, classes.names, metadata=_metadata(cfg, pos))
+            save_best(run_dir, model, cfg, classes, pos)
             log.write("best", epoch=pos.epoch, step=pos.global_step, miou=metrics.miou)
     return metrics
-
-
-def iter_log(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """The records of a run's ``log.jsonl``."""
-    with open(Path(run_dir) / LOG, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
