@@ -319,6 +319,132 @@ class FitResult:
     model: nn.Module
 
 
+@dataclass
+class Trainer:
+    """One run's training state, shared by the epoch loop, its logging, validation and saving.
+
+    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start`` are called on the main process only.
+    """
+
+    cfg: PipelineConfig
+    data: TrainData
+    model: nn.Module  # DDP-wrapped in a distributed job
+    optimizer: torch.optim.SGD
+    scaler: torch.amp.GradScaler
+    pos: Position
+    info: DistInfo
+    classes: ClassSet
+    run_dir: Path
+    log: RunLog
+    loss_fn: Callable
+    on_step: Callable[[Position, dict[str, float]], None] | None = None
+    on_epoch_start: Callable[[int, int], None] | None = None
+
+    def run(self) -> FitResult:
+        """Train from ``pos`` to ``train.epochs`` (or ``train.max_iters``), validating and saving per epoch."""
+        t, pos, info = self.cfg.train, self.pos, self.info
+        sampler = PlanSampler(self.data.planner, rank=info.rank, world_size=info.world_size)
+        loader = make_loader(self.data, sampler, t, info.device)
+        epoch_steps = [steps_per_epoch(self.data.planner, e, t.batch_size, info.world_size) for e in range(t.epochs)]
+        if not any(epoch_steps):
+            raise DataError(f"{self.cfg.data.root}: too few training items for one batch of {t.batch_size} per process")
+        total = sum(epoch_steps)
+        ctx = StepContext(
+            device=info.device,
+            amp=t.amp,
+            mean=self.cfg.data.mean,
+            std=self.cfg.data.std,
+            channels_last=info.device.type == "cuda",
+        )
+        metrics = None
+        step_hook = self._step_hook(epoch_steps, started=time.perf_counter())
+        while pos.epoch < t.epochs and not (t.max_iters and pos.global_step >= t.max_iters):
+            self._start_epoch(sampler, epoch_steps[pos.epoch])
+            train_one_epoch(
+                self.model,
+                loader,
+                self.loss_fn,
+                self.optimizer,
+                self.scaler,
+                ctx,
+                pos,
+                lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
+                max_iters=t.max_iters,
+                on_step=step_hook,
+            )
+            average_buffers(self.model, info)
+            if pos.step_in_epoch < epoch_steps[pos.epoch]:
+                break  # stopped by max_iters mid-epoch: save below, resume continues from here
+            pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+            metrics = self.validate()
+            self.save()
+        if pos.step_in_epoch:
+            self.save()
+        self.log.write("end", global_step=pos.global_step, epochs_done=pos.epoch, best_miou=pos.best)
+        barrier(info)
+        return FitResult(
+            run_dir=self.run_dir,
+            global_step=pos.global_step,
+            epochs_done=pos.epoch,
+            best_miou=pos.best,
+            last_metrics=metrics,
+            model=unwrap(self.model),
+        )
+
+    def _start_epoch(self, sampler: PlanSampler, steps: int) -> None:
+        """Point the sampler at the rest of the current epoch (all of it unless resuming mid-epoch), log it."""
+        pos = self.pos
+        sampler.set_epoch(pos.epoch, start=pos.step_in_epoch * self.cfg.train.batch_size)
+        self.log.write(
+            "epoch",
+            epoch=pos.epoch,
+            steps=steps,
+            start_step=pos.step_in_epoch,
+            items_per_source=items_per_source(sampler, len(self.data.dataset.sources)),
+        )
+        if self.on_epoch_start is not None and self.info.is_main:
+            self.on_epoch_start(pos.epoch, steps - pos.step_in_epoch)
+
+    def _step_hook(self, epoch_steps: list[int], *, started: float) -> Callable[[Position, dict[str, float]], None]:
+        """Logs every ``log_every``-th step and each epoch's last, then calls ``on_step`` (main process only)."""
+        log_every = self.cfg.train.log_every
+
+        def hook(p: Position, parts: dict[str, float]) -> None:
+            if not self.info.is_main:
+                return
+            if p.global_step % log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]:
+                seconds = round(time.perf_counter() - started, 3)
+                fields = {k: round(v, 6) for k, v in parts.items()}
+                self.log.write("train", epoch=p.epoch, step=p.global_step, seconds=seconds, **fields)
+            if self.on_step is not None:
+                self.on_step(p, parts)
+
+        return hook
+
+    def validate(self) -> SegMetrics | None:
+        """Validate after every ``val_every``-th epoch; a new best mIoU also writes ``best.pt``."""
+        t, data, pos = self.cfg.train, self.cfg.data, self.pos
+        if not t.val_every or pos.epoch % t.val_every or not self.data.val_samples:
+            return None
+        settings = EvalSettings(scales=t.val_scales, mean=data.mean, std=data.std, max_pixels=data.max_image_pixels)
+        metrics = evaluate(
+            self.model, self.data.val_samples, self.classes, device=self.info.device, settings=settings, info=self.info
+        )
+        self.log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
+        if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
+            pos.best_miou = metrics.miou
+            if self.info.is_main:
+                save_best(self.run_dir, self.model, self.cfg, self.classes, pos)
+                self.log.write("best", epoch=pos.epoch, step=pos.global_step, miou=metrics.miou)
+        return metrics
+
+    def save(self) -> None:
+        """``last.state.pt`` and ``last.pt`` at ``pos``; every rank calls this."""
+        save_training_state(
+            self.run_dir, self.model, self.cfg, self.classes, self.optimizer, self.scaler, self.pos, self.info
+        )
+
+
 def fit(
     cfg: PipelineConfig,
     *,
@@ -368,7 +494,22 @@ def fit(
         global_step=pos.global_step,
         sources=list(data.dataset.sizes),
     )
-    return _run_epochs(cfg, data, model, optimizer, scaler, pos, info, classes, run_dir, log, on_step, on_epoch_start)
+    trainer = Trainer(
+        cfg=cfg,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        pos=pos,
+        info=info,
+        classes=classes,
+        run_dir=run_dir,
+        log=log,
+        loss_fn=build_loss(cfg.loss, classes.num_classes, classes.ignore_index),
+        on_step=on_step,
+        on_epoch_start=on_epoch_start,
+    )
+    return trainer.run()
 
 
 def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.optim.SGD, torch.amp.GradScaler]:
@@ -387,120 +528,3 @@ def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
     return model, optimizer, make_grad_scaler(info.device, cfg.train.amp)
-
-
-def _run_epochs(
-    cfg: PipelineConfig,
-    data: TrainData,
-    model: nn.Module,
-    optimizer: torch.optim.SGD,
-    scaler: torch.amp.GradScaler,
-    pos: Position,
-    info: DistInfo,
-    classes: ClassSet,
-    run_dir: Path,
-    log: RunLog,
-    on_step: Callable | None,
-    on_epoch_start: Callable | None,
-) -> FitResult:
-    t = cfg.train
-    sampler = PlanSampler(data.planner, rank=info.rank, world_size=info.world_size)
-    loader = make_loader(data, sampler, t, info.device)
-    loss_fn = build_loss(cfg.loss, classes.num_classes, classes.ignore_index)
-    epoch_steps = [steps_per_epoch(data.planner, e, t.batch_size, info.world_size) for e in range(t.epochs)]
-    if not any(epoch_steps):
-        raise DataError(f"{cfg.data.root}: too few training items for one batch of {t.batch_size} per process")
-    total = sum(epoch_steps)
-    ctx = StepContext(
-        device=info.device, amp=t.amp, mean=cfg.data.mean, std=cfg.data.std, channels_last=info.device.type == "cuda"
-    )
-    eval_settings = EvalSettings(
-        scales=t.val_scales, mean=cfg.data.mean, std=cfg.data.std, max_pixels=cfg.data.max_image_pixels
-    )
-    metrics = None
-    started = time.perf_counter()
-
-    def step_hook(p: Position, parts: dict[str, float]) -> None:
-        if info.is_main and (p.global_step % t.log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]):
-            seconds = round(time.perf_counter() - started, 3)
-            log.write(
-                "train",
-                epoch=p.epoch,
-                step=p.global_step,
-                seconds=seconds,
-                **{k: round(v, 6) for k, v in parts.items()},
-            )
-        if on_step is not None and info.is_main:
-            on_step(p, parts)
-
-    while pos.epoch < t.epochs and not (t.max_iters and pos.global_step >= t.max_iters):
-        sampler.set_epoch(pos.epoch, start=pos.step_in_epoch * t.batch_size)
-        log.write(
-            "epoch",
-            epoch=pos.epoch,
-            steps=epoch_steps[pos.epoch],
-            start_step=pos.step_in_epoch,
-            items_per_source=items_per_source(sampler, len(data.dataset.sources)),
-        )
-        if on_epoch_start is not None and info.is_main:
-            on_epoch_start(pos.epoch, epoch_steps[pos.epoch] - pos.step_in_epoch)
-        train_one_epoch(
-            model,
-            loader,
-            loss_fn,
-            optimizer,
-            scaler,
-            ctx,
-            pos,
-            lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
-            max_iters=t.max_iters,
-            on_step=step_hook,
-        )
-        average_buffers(model, info)
-        if pos.step_in_epoch < epoch_steps[pos.epoch]:
-            break  # stopped by max_iters mid-epoch: save below, resume continues from here
-        pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-        metrics = _maybe_validate(cfg, data, model, classes, info, eval_settings, pos, run_dir, log)
-        save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
-    if pos.step_in_epoch:
-        save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
-    log.write(
-        "end",
-        global_step=pos.global_step,
-        epochs_done=pos.epoch,
-        best_miou=pos.best,
-    )
-    barrier(info)
-    return FitResult(
-        run_dir=run_dir,
-        global_step=pos.global_step,
-        epochs_done=pos.epoch,
-        best_miou=pos.best,
-        last_metrics=metrics,
-        model=unwrap(model),
-    )
-
-
-def _maybe_validate(
-    cfg: PipelineConfig,
-    data: TrainData,
-    model: nn.Module,
-    classes: ClassSet,
-    info: DistInfo,
-    settings: EvalSettings,
-    pos: Position,
-    run_dir: Path,
-    log: RunLog,
-) -> SegMetrics | None:
-    """Validate after every ``val_every``-th epoch; a new best mIoU also writes ``best.pt``."""
-    every = cfg.train.val_every
-    if not every or pos.epoch % every or not data.val_samples:
-        return None
-    metrics = evaluate(model, data.val_samples, classes, device=info.device, settings=settings, info=info)
-    log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
-    if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
-        pos.best_miou = metrics.miou
-        if info.is_main:
-            save_best(run_dir, model, cfg, classes, pos)
-            log.write("best", epoch=pos.epoch, step=pos.global_step, miou=metrics.miou)
-    return metrics
