@@ -15,7 +15,8 @@ from autolabel.config import load_config
 from autolabel.data.synth import make_synthetic_city
 from autolabel.errors import CheckpointError, OutputError
 from autolabel.models.checkpoint import load_checkpoint
-from autolabel.train.loop import build_train_data, fit, make_loader, poly_lr
+from autolabel.train.data import build_train_data, make_loader
+from autolabel.train.loop import fit, poly_lr
 from autolabel.train.sampling import PlanSampler
 from autolabel.train.state import BEST, CONFIG, LAST, STATE, iter_log
 
