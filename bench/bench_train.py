@@ -24,14 +24,8 @@ from autolabel.data.datasets import discover_cityscapes
 from autolabel.data.io import read_image, read_label
 from autolabel.models import build_model
 from autolabel.synth import make_synthetic_city
-from autolabel.train.loop import (
-    StepContext,
-    build_optimizer,
-    build_train_data,
-    make_grad_scaler,
-    make_loader,
-    train_step,
-)
+from autolabel.train.data import build_train_data, make_loader
+from autolabel.train.loop import StepContext, build_optimizer, make_grad_scaler, train_step
 from autolabel.train.losses import build_loss
 from autolabel.train.sampling import PlanSampler
 

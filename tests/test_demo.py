@@ -18,7 +18,7 @@ from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import checkpoint_sha256
 from autolabel.synth import make_synthetic_city
 from autolabel.train.datasets import AutoLabelSource
-from autolabel.train.loop import iter_log
+from autolabel.train.state import iter_log
 from autolabel.workflows.demo import (
     MODELS,
     DemoResult,

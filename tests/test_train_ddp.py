@@ -13,7 +13,7 @@ import torch
 
 from autolabel.models.checkpoint import load_checkpoint
 from autolabel.synth import make_synthetic_city
-from autolabel.train.loop import LAST, iter_log
+from autolabel.train.state import LAST, iter_log
 
 SCRIPT = textwrap.dedent("""
     import os, sys, torch

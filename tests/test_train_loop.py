@@ -15,18 +15,10 @@ from autolabel.config import load_config
 from autolabel.errors import CheckpointError, OutputError
 from autolabel.models.checkpoint import load_checkpoint
 from autolabel.synth import make_synthetic_city
-from autolabel.train.loop import (
-    BEST,
-    CONFIG,
-    LAST,
-    STATE,
-    build_train_data,
-    fit,
-    iter_log,
-    make_loader,
-    poly_lr,
-)
+from autolabel.train.data import build_train_data, make_loader
+from autolabel.train.loop import fit, poly_lr
 from autolabel.train.sampling import PlanSampler
+from autolabel.train.state import BEST, CONFIG, LAST, STATE, iter_log
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,9 @@ from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 from autolabel.train import datasets as train_datasets
 from autolabel.train.datasets import AutoLabelSource, fuse_coarse
-from autolabel.train.loop import StepContext, fit, iter_log, make_grad_scaler, train_step
+from autolabel.train.loop import StepContext, fit, make_grad_scaler, train_step
 from autolabel.train.losses import build_loss
+from autolabel.train.state import iter_log
 
 
 @pytest.fixture(scope="module")

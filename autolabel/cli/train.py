@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
-from autolabel.train.loop import FitResult, Position, fit
+from autolabel.train.loop import FitResult, fit
+from autolabel.train.state import Position
 
 
 class EpochProgress:

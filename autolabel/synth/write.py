@@ -20,7 +20,7 @@ import numpy as np
 from autolabel.classes import CITYSCAPES
 from autolabel.data.io import encode_image_png, encode_label_png
 from autolabel.errors import ConfigError, OutputError
-from autolabel.fs import write_json
+from autolabel.fs import atomic_write_bytes, write_json
 from autolabel.synth.coarse import coarse_band_px
 from autolabel.synth.render import LABEL_ID, SYNTH_CLASSES, render_scene
 

@@ -6,6 +6,11 @@
   around class centroids, DDP sharding.
 - :mod:`~autolabel.train.datasets`: fine labels, auto-label sets (re-thresholding, coarse fusion), validation.
 - :mod:`~autolabel.train.losses`: RMI, cross-entropy and the multi-scale composite loss.
+- :mod:`~autolabel.train.data`: what a run iterates over -- the sources a config names, their centroids,
+  the epoch planner, the loader.
+- :mod:`~autolabel.train.distributed`: this process's place in a torchrun job, barriers, BN-buffer averaging.
+- :mod:`~autolabel.train.state`: the run directory (file names, ``log.jsonl``), checkpoints and the training
+  state that makes resuming exact.
 - :mod:`~autolabel.train.loop`: :func:`~autolabel.train.loop.fit` (SGD + poly LR, AMP on CUDA, DDP,
   validation, checkpoints, exact resume).
 

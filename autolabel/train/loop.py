@@ -1,127 +1,45 @@
 """One training loop for teacher and student: SGD + poly LR, AMP on CUDA, DDP, validation, exact resume.
 
-A run directory holds::
-
-    config.toml        the resolved config the run started with
-    log.jsonl          one JSON object per line: {"event": "train" | "val" | "checkpoint" | ..., ...}
-    last.pt            the latest weights (a normal checkpoint, loadable by `autolabel evaluate`)
-    last.state.pt      what resuming needs besides the weights: optimizer, GradScaler, position, RNG states
-    best.pt            the weights with the best validation mIoU so far
-    cache/             class centroids of the fine labels, keyed by the label files' content
-
-``last.state.pt`` holds tensors and plain values only (it loads with ``weights_only=True``), including the
-weights of the step it belongs to: the two files are written one after the other, and a kill between the two
-writes must still leave a run that resumes exactly.
+What the run iterates over is built by :mod:`autolabel.train.data`; what a run directory holds and how its
+state is saved and restored is :mod:`autolabel.train.state`; the torchrun plumbing is
+:mod:`autolabel.train.distributed`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
-import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.utils.data
 from torch import nn
 
 from autolabel.classes import ClassSet, class_set_from_config
-from autolabel.config import ModelConfig, PipelineConfig, TrainConfig, dump_toml, replace, to_dict
-from autolabel.data.sources import discover_split
-from autolabel.errors import CheckpointError, ConfigError, DataError, OutputError
+from autolabel.config import PipelineConfig, TrainConfig, dump_toml, replace
+from autolabel.errors import ConfigError, DataError
 from autolabel.fs import atomic_write_bytes
 from autolabel.metrics import SegMetrics
 from autolabel.models import build_model
-from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
 from autolabel.models.device import resolve_device
 from autolabel.models.evaluation import EvalSettings, evaluate_model
 from autolabel.models.predict import normalise
-from autolabel.train.datasets import AutoLabelSource, FineSource, TrainDataset
+from autolabel.train.data import TrainData, build_train_data, make_loader
+from autolabel.train.distributed import DistInfo, average_buffers, barrier, init_distributed, unwrap
 from autolabel.train.losses import build_loss
-from autolabel.train.sampling import (
-    CentroidTable,
-    EpochPlanner,
-    PlanSampler,
-    cached_centroids,
-    manifest_centroids,
+from autolabel.train.sampling import EpochPlanner, PlanSampler
+from autolabel.train.state import (
+    CONFIG,
+    LOG,
+    Position,
+    RunLog,
+    load_training_state,
+    prepare_run_dir,
+    save_best,
+    save_training_state,
 )
-from autolabel.train.transforms import TrainTransform
-
-logger = logging.getLogger(__name__)
-
-LAST, BEST, STATE = "last.pt", "best.pt", "last.state.pt"
-LOG, CONFIG, CACHE = "log.jsonl", "config.toml", "cache"
-RUN_FILES = (LAST, BEST, STATE, LOG, CONFIG)
-STATE_FORMAT = "autolabel-train-state"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# distributed setup
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a (possibly single-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_name: str) -> DistInfo:
-    """Join the torchrun job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` if there is one.
-
-    gloo on CPU, nccl on CUDA (one GPU per process, ``cuda:LOCAL_RANK``). An already initialised process
-    group (e.g. set up by a test) is used as it is.
-    """
-    device = resolve_device(device_name)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 and not dist.is_initialized():
-        return DistInfo(device=device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
-
-
-def average_buffers(model: nn.Module, info: DistInfo) -> None:
-    """Average float buffers (BN running statistics) across ranks.
-
-    DDP keeps parameters in sync but each rank's BN statistics drift apart between the broadcasts at the
-    start of each forward; averaging them before validating or saving gives every rank the same model as the
-    checkpoint (and a better estimate than rank 0's alone).
-    """
-    if not info.distributed:
-        return
-    for buffer in _unwrap(model).buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer)
-            buffer.div_(info.world_size)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # optimisation
@@ -156,277 +74,6 @@ def autocast_for(device: torch.device, amp: str) -> contextlib.AbstractContextMa
 def make_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     """Loss scaling is needed for fp16 only; a disabled scaler passes everything through unchanged."""
     return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp == "fp16")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class TrainData:
-    """Everything the loop iterates over."""
-
-    dataset: TrainDataset
-    planner: EpochPlanner
-    val_samples: list = field(default_factory=list)
-
-
-def build_train_data(
-    cfg: PipelineConfig, classes: ClassSet, run_dir: Path, *, student: bool, labels: Sequence[Path] = ()
-) -> TrainData:
-    """Fine data (+ auto-label sets for a student), their centroids, the epoch planner and validation set."""
-    lut = classes.label_to_train_lut()
-    max_pixels = cfg.data.max_image_pixels
-    fine = FineSource(discover_split(cfg.data, cfg.data.train_split), lut, max_pixels)
-    sources: list[FineSource | AutoLabelSource] = [fine]
-    centroids = [_fine_centroids(fine, lut, cfg, classes, run_dir)]
-    weights = [cfg.student.fine_loss_weight]
-    if student:
-        for out in labels:
-            source = _auto_source(out, cfg, classes)
-            sources.append(source)
-            centroids.append(manifest_centroids(source.manifest, _boost_ids(cfg, classes)))
-            weights.append(cfg.student.auto_loss_weight)
-    else:
-        weights = [1.0]
-    if len(fine) == 0 and len(sources) == 1:
-        raise DataError(f"{cfg.data.root}: no labelled training images in split {cfg.data.train_split!r}")
-    t = cfg.train
-    transform = TrainTransform(
-        crop_size=(t.crop_size[0], t.crop_size[1]),
-        scale_range=(t.scale_min, t.scale_max),
-        flip=t.flip,
-        jitter=t.color_jitter,
-        ignore_index=classes.ignore_index,
-    )
-    planner = EpochPlanner(
-        sizes=tuple(len(s) for s in sources),
-        centroids=tuple(centroids),
-        auto_fraction=cfg.student.auto_fraction if student else 0.0,
-        class_uniform_pct=t.class_uniform_pct,
-        drop_auto_after_epoch=cfg.student.drop_auto_after_epoch if student else None,
-        seed=t.seed,
-    )
-    val = discover_split(cfg.data, cfg.data.val_split) if t.val_every else []
-    labelled_val = [s for s in val if s.label is not None]
-    return TrainData(TrainDataset(sources, transform, weights), planner, labelled_val)
-
-
-def _fine_centroids(
-    fine: FineSource, lut: np.ndarray, cfg: PipelineConfig, classes: ClassSet, run_dir: Path
-) -> CentroidTable:
-    if cfg.train.class_uniform_pct == 0 or len(fine) == 0:
-        return CentroidTable.empty()
-    return cached_centroids(
-        fine.label_paths, lut, classes.num_classes, cfg.train.class_uniform_tile, run_dir / CACHE, classes.ignore_index
-    )
-
-
-def _boost_ids(cfg: PipelineConfig, classes: ClassSet) -> list[int] | None:
-    """Train ids whose centroids come from auto labels; every class when no boost classes are named."""
-    if not cfg.student.boost_classes:
-        return None
-    return [classes.index(name) for name in cfg.student.boost_classes]
-
-
-def _auto_source(out: Path, cfg: PipelineConfig, classes: ClassSet) -> AutoLabelSource:
-    fusion = [classes.index(name) for name in cfg.student.coarse_fusion_classes]
-    coarse = {}
-    if fusion:
-        coarse = {s.id: s.coarse for s in discover_split(cfg.data, cfg.data.extra_split) if s.coarse is not None}
-        if not coarse:
-            logger.warning(
-                "student.coarse_fusion_classes is set but split %r has no coarse labels", cfg.data.extra_split
-            )
-    return AutoLabelSource(
-        out,
-        classes,
-        threshold=cfg.student.threshold,
-        coarse=coarse,
-        coarse_classes=fusion,
-        max_pixels=cfg.data.max_image_pixels,
-    )
-
-
-def make_loader(
-    data: TrainData, sampler: PlanSampler, cfg: TrainConfig, device: torch.device
-) -> torch.utils.data.DataLoader:
-    """Batches of crops; the loader gets its own generator so creating it never draws from the global RNG
-    (which would make a resumed run's dropout differ from an uninterrupted one)."""
-    return torch.utils.data.DataLoader(
-        data.dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(cfg.seed),
-        persistent_workers=cfg.workers > 0,
-    )  # the sampler runs in this process: workers survive epochs
-
-
-# ---------------------------------------------------------------------------------------------------------
-# run directory, logging and state
-
-
-class RunLog:
-    """Appends JSON lines to ``log.jsonl`` (main process only)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def write(self, event: str, **fields: Any) -> None:
-        if self.path is None:
-            return
-        record = {"event": event, "time": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a previous run unless ``overwrite``; ``resume`` needs one to continue."""
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if resume:
-        if not (run_dir / LAST).is_file() or not (run_dir / STATE).is_file():
-            raise CheckpointError(f"{run_dir}: nothing to resume (expected {LAST} and {STATE} from an earlier run)")
-        return
-    if existing and not overwrite:
-        raise OutputError(
-            f"{run_dir}: holds a previous run ({', '.join(existing)}); pass --resume to "
-            "continue it, --overwrite to replace it, or choose another train.out_dir"
-        )
-    for name in existing:
-        (run_dir / name).unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-@dataclass
-class Position:
-    """Where training is: completed epochs, batches done in the current epoch, total steps, best mIoU."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_miou: float = float("-inf")
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _gather_rng(info: DistInfo) -> list[dict[str, torch.Tensor]]:
-    """Every rank's RNG states (ranks draw different dropout masks), collected on every rank."""
-    mine = _rng_state(info.device)
-    if not info.distributed:
-        return [mine]
-    gathered: list[Any] = [None] * info.world_size
-    dist.all_gather_object(gathered, mine)
-    return gathered
-
-
-def save_training_state(
-    run_dir: Path,
-    model: nn.Module,
-    cfg: PipelineConfig,
-    classes: ClassSet,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    pos: Position,
-    info: DistInfo,
-) -> None:
-    """``last.state.pt`` then ``last.pt`` (both atomic); every rank must call this (RNG states are
-    gathered)."""
-    rng = _gather_rng(info)
-    if not info.is_main:
-        return
-    state = {
-        "format": STATE_FORMAT,
-        "global_step": pos.global_step,
-        "epoch": pos.epoch,
-        "step_in_epoch": pos.step_in_epoch,
-        "best_miou": pos.best_miou,
-        "world_size": info.world_size,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": rng,
-        "model": {key: value.detach().cpu() for key, value in _unwrap(model).state_dict().items()},
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(run_dir / STATE, buffer.getvalue())
-    save_checkpoint(run_dir / LAST, model, cfg.model, classes.names, metadata=_metadata(cfg, pos))
-
-
-def _metadata(cfg: PipelineConfig, pos: Position) -> dict[str, Any]:
-    return {
-        "global_step": pos.global_step,
-        "epoch": pos.epoch,
-        "step_in_epoch": pos.step_in_epoch,
-        "best_miou": None if pos.best_miou == float("-inf") else pos.best_miou,
-        "config": to_dict(cfg),
-    }
-
-
-def load_training_state(
-    run_dir: Path,
-    model: nn.Module,
-    cfg_model: ModelConfig,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    info: DistInfo,
-    num_classes: int,
-) -> Position:
-    """Restore weights, optimizer, scaler and this rank's RNG state; returns where to continue."""
-    ckpt = load_checkpoint(run_dir / LAST, expected_num_classes=num_classes)
-    try:
-        state = torch.load(run_dir / STATE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any failure means the same: the state file is unusable
-        raise CheckpointError(f"{run_dir / STATE}: unreadable training state ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{run_dir / STATE}: not an autolabel training state")
-    # a state one save ahead of last.pt (killed between the two writes) carries its own weights; any other
-    # mismatch means the files do not belong together
-    weights = state.get("model")
-    ahead = weights is not None and state["global_step"] > (ckpt.metadata.get("global_step") or 0)
-    if state["global_step"] != ckpt.metadata.get("global_step") and not ahead:
-        raise CheckpointError(
-            f"{run_dir}: {STATE} is at step {state['global_step']} but {LAST} at step "
-            f"{ckpt.metadata.get('global_step')}; the run was interrupted while saving"
-        )
-    if ckpt.model_cfg != cfg_model:
-        raise CheckpointError(
-            f"{run_dir / LAST}: the run was trained with model config "
-            f"{to_dict(ckpt.model_cfg)}; resume it with the same [model] section"
-        )
-    _unwrap(model).load_state_dict(weights if weights is not None else ckpt.model.state_dict())
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    rng = state["rng"]
-    if len(rng) == info.world_size:
-        _set_rng_state(rng[info.rank], info.device)
-    else:
-        logger.warning(
-            "resuming with %d processes, saved with %d: dropout RNG streams restart", info.world_size, len(rng)
-        )
-    return Position(
-        epoch=state["epoch"],
-        step_in_epoch=state["step_in_epoch"],
-        global_step=state["global_step"],
-        best_miou=state["best_miou"],
-    )
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -515,7 +162,7 @@ def evaluate(
 ) -> SegMetrics:
     """Validation mIoU over whole images, split across ranks and summed (same result on every rank)."""
     return evaluate_model(
-        _unwrap(model),
+        unwrap(model),
         samples,
         classes.label_to_train_lut(),
         classes.names,
@@ -553,6 +200,132 @@ class FitResult:
     model: nn.Module
 
 
+@dataclass
+class Trainer:
+    """One run's training state, shared by the epoch loop, its logging, validation and saving.
+
+    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start`` are called on the main process only.
+    """
+
+    cfg: PipelineConfig
+    data: TrainData
+    model: nn.Module  # DDP-wrapped in a distributed job
+    optimizer: torch.optim.SGD
+    scaler: torch.amp.GradScaler
+    pos: Position
+    info: DistInfo
+    classes: ClassSet
+    run_dir: Path
+    log: RunLog
+    loss_fn: Callable
+    on_step: Callable[[Position, dict[str, float]], None] | None = None
+    on_epoch_start: Callable[[int, int], None] | None = None
+
+    def run(self) -> FitResult:
+        """Train from ``pos`` to ``train.epochs`` (or ``train.max_iters``), validating and saving per epoch."""
+        t, pos, info = self.cfg.train, self.pos, self.info
+        sampler = PlanSampler(self.data.planner, rank=info.rank, world_size=info.world_size)
+        loader = make_loader(self.data, sampler, t, info.device)
+        epoch_steps = [steps_per_epoch(self.data.planner, e, t.batch_size, info.world_size) for e in range(t.epochs)]
+        if not any(epoch_steps):
+            raise DataError(f"{self.cfg.data.root}: too few training items for one batch of {t.batch_size} per process")
+        total = sum(epoch_steps)
+        ctx = StepContext(
+            device=info.device,
+            amp=t.amp,
+            mean=self.cfg.data.mean,
+            std=self.cfg.data.std,
+            channels_last=info.device.type == "cuda",
+        )
+        metrics = None
+        step_hook = self._step_hook(epoch_steps, started=time.perf_counter())
+        while pos.epoch < t.epochs and not (t.max_iters and pos.global_step >= t.max_iters):
+            self._start_epoch(sampler, epoch_steps[pos.epoch])
+            train_one_epoch(
+                self.model,
+                loader,
+                self.loss_fn,
+                self.optimizer,
+                self.scaler,
+                ctx,
+                pos,
+                lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
+                max_iters=t.max_iters,
+                on_step=step_hook,
+            )
+            average_buffers(self.model, info)
+            if pos.step_in_epoch < epoch_steps[pos.epoch]:
+                break  # stopped by max_iters mid-epoch: save below, resume continues from here
+            pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+            metrics = self.validate()
+            self.save()
+        if pos.step_in_epoch:
+            self.save()
+        self.log.write("end", global_step=pos.global_step, epochs_done=pos.epoch, best_miou=pos.best)
+        barrier(info)
+        return FitResult(
+            run_dir=self.run_dir,
+            global_step=pos.global_step,
+            epochs_done=pos.epoch,
+            best_miou=pos.best,
+            last_metrics=metrics,
+            model=unwrap(self.model),
+        )
+
+    def _start_epoch(self, sampler: PlanSampler, steps: int) -> None:
+        """Point the sampler at the rest of the current epoch (all of it unless resuming mid-epoch), log it."""
+        pos = self.pos
+        sampler.set_epoch(pos.epoch, start=pos.step_in_epoch * self.cfg.train.batch_size)
+        self.log.write(
+            "epoch",
+            epoch=pos.epoch,
+            steps=steps,
+            start_step=pos.step_in_epoch,
+            items_per_source=items_per_source(sampler, len(self.data.dataset.sources)),
+        )
+        if self.on_epoch_start is not None and self.info.is_main:
+            self.on_epoch_start(pos.epoch, steps - pos.step_in_epoch)
+
+    def _step_hook(self, epoch_steps: list[int], *, started: float) -> Callable[[Position, dict[str, float]], None]:
+        """Logs every ``log_every``-th step and each epoch's last, then calls ``on_step`` (main process only)."""
+        log_every = self.cfg.train.log_every
+
+        def hook(p: Position, parts: dict[str, float]) -> None:
+            if not self.info.is_main:
+                return
+            if p.global_step % log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]:
+                seconds = round(time.perf_counter() - started, 3)
+                fields = {k: round(v, 6) for k, v in parts.items()}
+                self.log.write("train", epoch=p.epoch, step=p.global_step, seconds=seconds, **fields)
+            if self.on_step is not None:
+                self.on_step(p, parts)
+
+        return hook
+
+    def validate(self) -> SegMetrics | None:
+        """Validate after every ``val_every``-th epoch; a new best mIoU also writes ``best.pt``."""
+        t, data, pos = self.cfg.train, self.cfg.data, self.pos
+        if not t.val_every or pos.epoch % t.val_every or not self.data.val_samples:
+            return None
+        settings = EvalSettings(scales=t.val_scales, mean=data.mean, std=data.std, max_pixels=data.max_image_pixels)
+        metrics = evaluate(
+            self.model, self.data.val_samples, self.classes, device=self.info.device, settings=settings, info=self.info
+        )
+        self.log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
+        if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
+            pos.best_miou = metrics.miou
+            if self.info.is_main:
+                save_best(self.run_dir, self.model, self.cfg, self.classes, pos)
+                self.log.write("best", epoch=pos.epoch, step=pos.global_step, miou=metrics.miou)
+        return metrics
+
+    def save(self) -> None:
+        """``last.state.pt`` and ``last.pt`` at ``pos``; every rank calls this."""
+        save_training_state(
+            self.run_dir, self.model, self.cfg, self.classes, self.optimizer, self.scaler, self.pos, self.info
+        )
+
+
 def fit(
     cfg: PipelineConfig,
     *,
@@ -575,17 +348,17 @@ def fit(
         cfg = replace(
             cfg, student=replace(cfg.student, labels=labels), train=replace(cfg.train, epochs=cfg.epochs(student=True))
         )
-    info = init_distributed(cfg.train.device)
+    info = init_distributed(resolve_device(cfg.train.device))
     run_dir = Path(cfg.train.out_dir)
     classes = class_set_from_config(cfg.classes)
     if info.is_main:
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    _barrier(info)
+    barrier(info)
     if not info.is_main:
-        _barrier(info)  # rank 0 fills the centroid cache first; the others then read it
+        barrier(info)  # rank 0 fills the centroid cache first; the others then read it
     data = build_train_data(cfg, classes, run_dir, student=student, labels=labels)
     if info.is_main:
-        _barrier(info)
+        barrier(info)
     model, optimizer, scaler = _build_model(cfg, info)
     pos = Position()
     if resume:
@@ -602,7 +375,22 @@ def fit(
         global_step=pos.global_step,
         sources=list(data.dataset.sizes),
     )
-    return _run_epochs(cfg, data, model, optimizer, scaler, pos, info, classes, run_dir, log, on_step, on_epoch_start)
+    trainer = Trainer(
+        cfg=cfg,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        pos=pos,
+        info=info,
+        classes=classes,
+        run_dir=run_dir,
+        log=log,
+        loss_fn=build_loss(cfg.loss, classes.num_classes, classes.ignore_index),
+        on_step=on_step,
+        on_epoch_start=on_epoch_start,
+    )
+    return trainer.run()
 
 
 def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.optim.SGD, torch.amp.GradScaler]:
@@ -621,128 +409,3 @@ def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
     return model, optimizer, make_grad_scaler(info.device, cfg.train.amp)
-
-
-def _run_epochs(
-    cfg: PipelineConfig,
-    data: TrainData,
-    model: nn.Module,
-    optimizer: torch.optim.SGD,
-    scaler: torch.amp.GradScaler,
-    pos: Position,
-    info: DistInfo,
-    classes: ClassSet,
-    run_dir: Path,
-    log: RunLog,
-    on_step: Callable | None,
-    on_epoch_start: Callable | None,
-) -> FitResult:
-    t = cfg.train
-    sampler = PlanSampler(data.planner, rank=info.rank, world_size=info.world_size)
-    loader = make_loader(data, sampler, t, info.device)
-    loss_fn = build_loss(cfg.loss, classes.num_classes, classes.ignore_index)
-    epoch_steps = [steps_per_epoch(data.planner, e, t.batch_size, info.world_size) for e in range(t.epochs)]
-    if not any(epoch_steps):
-        raise DataError(f"{cfg.data.root}: too few training items for one batch of {t.batch_size} per process")
-    total = sum(epoch_steps)
-    ctx = StepContext(
-        device=info.device, amp=t.amp, mean=cfg.data.mean, std=cfg.data.std, channels_last=info.device.type == "cuda"
-    )
-    eval_settings = EvalSettings(
-        scales=t.val_scales, mean=cfg.data.mean, std=cfg.data.std, max_pixels=cfg.data.max_image_pixels
-    )
-    metrics = None
-    started = time.perf_counter()
-
-    def step_hook(p: Position, parts: dict[str, float]) -> None:
-        if info.is_main and (p.global_step % t.log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]):
-            seconds = round(time.perf_counter() - started, 3)
-            log.write(
-                "train",
-                epoch=p.epoch,
-                step=p.global_step,
-                seconds=seconds,
-                **{k: round(v, 6) for k, v in parts.items()},
-            )
-        if on_step is not None and info.is_main:
-            on_step(p, parts)
-
-    while pos.epoch < t.epochs and not (t.max_iters and pos.global_step >= t.max_iters):
-        sampler.set_epoch(pos.epoch, start=pos.step_in_epoch * t.batch_size)
-        log.write(
-            "epoch",
-            epoch=pos.epoch,
-            steps=epoch_steps[pos.epoch],
-            start_step=pos.step_in_epoch,
-            items_per_source=items_per_source(sampler, len(data.dataset.sources)),
-        )
-        if on_epoch_start is not None and info.is_main:
-            on_epoch_start(pos.epoch, epoch_steps[pos.epoch] - pos.step_in_epoch)
-        train_one_epoch(
-            model,
-            loader,
-            loss_fn,
-            optimizer,
-            scaler,
-            ctx,
-            pos,
-            lr_at=lambda s: poly_lr(s, total, t.lr, t.poly_power, t.warmup_iters),
-            max_iters=t.max_iters,
-            on_step=step_hook,
-        )
-        average_buffers(model, info)
-        if pos.step_in_epoch < epoch_steps[pos.epoch]:
-            break  # stopped by max_iters mid-epoch: save below, resume continues from here
-        pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-        metrics = _maybe_validate(cfg, data, model, classes, info, eval_settings, pos, run_dir, log)
-        save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
-    if pos.step_in_epoch:
-        save_training_state(run_dir, model, cfg, classes, optimizer, scaler, pos, info)
-    log.write(
-        "end",
-        global_step=pos.global_step,
-        epochs_done=pos.epoch,
-        best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
-    )
-    _barrier(info)
-    return FitResult(
-        run_dir=run_dir,
-        global_step=pos.global_step,
-        epochs_done=pos.epoch,
-        best_miou=None if pos.best_miou == float("-inf") else pos.best_miou,
-        last_metrics=metrics,
-        model=_unwrap(model),
-    )
-
-
-def _maybe_validate(
-    cfg: PipelineConfig,
-    data: TrainData,
-    model: nn.Module,
-    classes: ClassSet,
-    info: DistInfo,
-    settings: EvalSettings,
-    pos: Position,
-    run_dir: Path,
-    log: RunLog,
-) -> SegMetrics | None:
-    """Validate after every ``val_every``-th epoch; a new best mIoU also writes ``best.pt``."""
-    every = cfg.train.val_every
-    if not every or pos.epoch % every or not data.val_samples:
-        return None
-    metrics = evaluate(model, data.val_samples, classes, device=info.device, settings=settings, info=info)
-    log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
-    if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
-        pos.best_miou = metrics.miou
-        if info.is_main:
-            save_checkpoint(run_dir / BEST, model, cfg.model, classes.names, metadata=_metadata(cfg, pos))
-            log.write("best", epoch=pos.epoch, step=pos.global_step, miou=metrics.miou)
-    return metrics
-
-
-def iter_log(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """The records of a run's ``log.jsonl``."""
-    with open(Path(run_dir) / LOG, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)

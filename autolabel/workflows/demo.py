@@ -29,7 +29,7 @@ from autolabel.data.sources import Source, discover_split
 from autolabel.fs import write_json
 from autolabel.labelset.human import coarse_labelset
 from autolabel.report import build_report
-from autolabel.train.loop import LAST
+from autolabel.train.state import LAST
 from autolabel.workflows.steps import (
     DemoSettings,
     audit,

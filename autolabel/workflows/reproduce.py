@@ -40,7 +40,7 @@ from autolabel.fs import atomic_write_bytes
 from autolabel.labelset.human import coarse_labelset
 from autolabel.models.checkpoint import load_checkpoint
 from autolabel.models.predict import normalise, predict_logits
-from autolabel.train.loop import LAST, iter_log
+from autolabel.train.state import LAST, iter_log
 from autolabel.workflows.steps import (
     DemoSettings,
     demo_config,

@@ -28,7 +28,8 @@ from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.models.checkpoint import checkpoint_sha256, load_checkpoint
 from autolabel.models.evaluation import EvalSettings, evaluate_model
 from autolabel.synth import make_synthetic_city
-from autolabel.train.loop import LAST, STATE, fit
+from autolabel.train.loop import fit
+from autolabel.train.state import LAST, STATE
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from autolabel.data.datasets import discover_cityscapes
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.models.checkpoint import load_checkpoint
 from autolabel.synth import make_synthetic_city
-from autolabel.train import loop
-from autolabel.train.loop import LAST, STATE, fit
+from autolabel.train import state
+from autolabel.train.loop import fit
+from autolabel.train.state import LAST, STATE
 
 from .helpers import autolabel_cmd, cli_env, run_cli
 
@@ -131,7 +132,7 @@ def test_killed_between_saving_the_state_and_the_weights_still_resumes(student_s
     overrides = ["train.epochs=3", "model.dropout=0.0"]
     straight = fit(load_config(config, [*overrides, f'train.out_dir="{tmp_path / "straight"}"']))
     cfg = load_config(config, [*overrides, f'train.out_dir="{tmp_path / "killed"}"'])
-    real_save = loop.save_checkpoint
+    real_save = state.save_checkpoint
     calls = []
 
     def save_then_die_on_the_second_epoch(path, *args, **kwargs):
@@ -140,7 +141,7 @@ def test_killed_between_saving_the_state_and_the_weights_still_resumes(student_s
             raise Killed
         return real_save(path, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die_on_the_second_epoch)
+    monkeypatch.setattr(state, "save_checkpoint", save_then_die_on_the_second_epoch)
     with pytest.raises(Killed):
         fit(cfg)
     monkeypatch.undo()
