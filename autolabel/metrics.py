@@ -89,6 +89,21 @@ class SegMetrics:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @classmethod
+    def from_dict(cls, payload: dict) -> SegMetrics:
+        """The metrics :meth:`to_dict` wrote (None -> NaN), e.g. read back from an evaluation JSON."""
+
+        def num(v: float | None) -> float:
+            return float("nan") if v is None else float(v)
+
+        return cls(
+            class_names=tuple(payload["iou"]),
+            iou=tuple(num(v) for v in payload["iou"].values()),
+            miou=num(payload["miou"]),
+            pixel_accuracy=num(payload["pixel_accuracy"]),
+            pixels=int(payload["pixels"]),
+        )
+
     def table(self) -> str:
         """A plain-text table of per-class IoU, mIoU and pixel accuracy."""
         width = max(len(n) for n in self.class_names + ("pixel accuracy",))

@@ -148,7 +148,9 @@ def test_evaluate_cli_writes_json_and_table(city, tmp_path):
 
 
 def test_evaluate_cli_rejects_bad_input_cleanly(city, tmp_path):
-    run = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", "x"])
+    run = CliRunner().invoke(
+        main, ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", f"cityscapes:{city}:val"]
+    )
     assert run.exit_code == 2 and "checkpoint file not found" in run.output
     torch.manual_seed(0)
     cfg = ModelConfig(width="tiny")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,6 +79,40 @@ def progress(iterable=None, length: int | None = None, label: str = "", item_sho
         show_pos=True,
         item_show_func=item_show_func,
     )
+
+
+class LazyBar:
+    """A progress bar that appears once the amount of work is known (``start``), fed by ``advance(n)``.
+
+    With ``rate``, the bar shows images per second since it started.
+    """
+
+    def __init__(self, label: str, *, rate: bool = False) -> None:
+        self.label = label
+        self.rate = rate
+        self.bar: Any = None
+        self.started = 0.0
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.close()
+        self.started, self.done = time.perf_counter(), 0
+        self.bar = progress(length=total, label=self.label, item_show_func=self._rate if self.rate else None)
+        self.bar.__enter__()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def _rate(self, _item: object) -> str:
+        elapsed = time.perf_counter() - self.started
+        return f"{self.done / elapsed:.2f} img/s" if elapsed > 0 and self.done else ""
 
 
 @main.command("show-config")

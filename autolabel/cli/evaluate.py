@@ -8,17 +8,12 @@ from pathlib import Path
 
 import click
 
-from autolabel.classes import class_set_from_config
-from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
-from autolabel.data.sources import SPEC_HELP, parse_source, require_labels
-from autolabel.errors import CheckpointError
-from autolabel.evaluate.audit import audit_labelset, audit_table
-from autolabel.evaluate.predictions import PredictionWriter
-from autolabel.fs import atomic_write_bytes
-from autolabel.labelset import read_manifest
-from autolabel.models.checkpoint import load_checkpoint
-from autolabel.models.device import resolve_device
-from autolabel.models.evaluation import EvalSettings, evaluate_model
+from autolabel.api import audit_labels, evaluate_checkpoint
+from autolabel.cli.base import LazyBar, config_option, load_pipeline, main, set_option
+from autolabel.data.sources import SPEC_HELP
+from autolabel.evaluate.audit import audit_table
+from autolabel.fs import write_json
+from autolabel.metrics import SegMetrics
 
 
 def _scales(text: str | None) -> tuple[float, ...] | None:
@@ -35,7 +30,7 @@ def _scales(text: str | None) -> tuple[float, ...] | None:
 
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
-        atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+        write_json(path, payload)
 
 
 @main.command("evaluate")
@@ -85,47 +80,25 @@ def evaluate(
 ) -> None:
     """Per-class IoU and mIoU of a checkpoint on labelled images."""
     cfg = load_pipeline(config_path, overrides)
-    classes = class_set_from_config(cfg.classes)
-    torch_device = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, device=torch_device, expected_num_classes=classes.num_classes)
-    if ckpt.class_names != classes.names:
-        raise CheckpointError(
-            f"{checkpoint}: trained for classes {list(ckpt.class_names)}, but the config's "
-            f"classes are {list(classes.names)} (pass the training --config)"
+    bar = LazyBar("evaluate")
+    try:
+        payload = evaluate_checkpoint(
+            checkpoint,
+            data_spec,
+            config=cfg,
+            scales=_scales(scales),
+            flip=flip,
+            tile_size=tile_size,
+            device=device,
+            labels_are_train_ids=train_ids,
+            save_predictions=save_predictions,
+            on_total=bar.start,
+            on_image=bar.advance,
         )
-    source = parse_source(data_spec, config=cfg.data, split=cfg.data.val_split)
-    samples = require_labels(source.discover(), data_spec)
-    settings = EvalSettings(
-        scales=_scales(scales) or ckpt.model_cfg.infer_scales,
-        flip=flip,
-        tile_size=tile_size,
-        mean=cfg.data.mean,
-        std=cfg.data.std,
-        max_pixels=cfg.data.max_image_pixels,
-    )
-    writer = PredictionWriter(save_predictions, classes) if save_predictions is not None else None
-    with progress(length=len(samples), label="evaluate") as bar:
-        metrics = evaluate_model(
-            ckpt.model,
-            samples,
-            None if train_ids else classes.label_to_train_lut(),
-            classes.names,
-            device=torch_device,
-            settings=settings,
-            on_prediction=writer.write if writer is not None else None,
-            on_image=lambda: bar.update(1),
-        )
-    payload = {
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": ckpt.sha256,
-        "data": data_spec,
-        "images": len(samples),
-        "scales": list(settings.scales),
-        "flip": flip,
-        **metrics.to_dict(),
-    }
+    finally:
+        bar.close()
     _write_json(out_json, payload)
-    click.echo(json.dumps(payload, indent=2) if as_json else metrics.table())
+    click.echo(json.dumps(payload, indent=2) if as_json else SegMetrics.from_dict(payload).table())
 
 
 @main.command("evaluate-labels")
@@ -158,15 +131,12 @@ def evaluate_labels(
 ) -> None:
     """Audit an auto-label set against human labels: precision/recall/IoU, coverage, threshold sweep."""
     cfg = load_pipeline(config_path, overrides)
-    classes = class_set_from_config(cfg.classes)
-    with progress(length=read_manifest(labelset).num_rows, label="audit") as bar:
-        report = audit_labelset(
-            labelset,
-            reference,
-            classes,
-            reference_train_ids=train_ids,
-            max_pixels=cfg.data.max_image_pixels,
-            on_image=lambda: bar.update(1),
+    bar = LazyBar("audit")
+    try:
+        report = audit_labels(
+            labelset, reference, config=cfg, reference_train_ids=train_ids, on_total=bar.start, on_image=bar.advance
         )
+    finally:
+        bar.close()
     _write_json(out_json, report)
     click.echo(json.dumps(report, indent=2) if as_json else audit_table(report))

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from autolabel import labelset
-from autolabel.classes import class_set_from_config
-from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
-from autolabel.config import replace
-from autolabel.data.sources import Source, exclude_output, parse_source
+from autolabel.api import generate_labels, plan_labels
+from autolabel.cli.base import LazyBar, config_option, load_pipeline, main, progress, set_option
+from autolabel.data.sources import Source, parse_source
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, ConfigError
-from autolabel.generate.runner import FailFastError, GenerateJob, estimate_seconds_per_image, prepare
-from autolabel.generate.sharding import Shard, parse_shard, shard_counts, shard_from_env
+from autolabel.generate.runner import FailFastError
 
 
 def _scales(text: str | None) -> tuple[float, ...] | None:
@@ -26,18 +22,6 @@ def _scales(text: str | None) -> tuple[float, ...] | None:
         return tuple(float(s) for s in text.split(","))
     except ValueError:
         raise ConfigError(f"--scales {text!r}: expected comma-separated numbers, e.g. 0.5,1.0,2.0") from None
-
-
-class RateBar:
-    """Progress-bar text: images per second since the bar started (resumed images excluded)."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.done = 0
-
-    def __call__(self, _item: object) -> str:
-        elapsed = time.perf_counter() - self.start
-        return f"{self.done / elapsed:.2f} img/s" if elapsed > 0 and self.done else ""
 
 
 @main.command("generate")
@@ -144,61 +128,43 @@ def generate_cmd(
         "attention": attention,
         "label_ids": label_ids,
     }
-    settings = replace(cfg.generate, **{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
     source = _source(images, dataset_spec, config_path, cfg)
-    out = out.resolve()
-    samples = source.discover(exclude=out)
-    shard = parse_shard(shard_text) if shard_text else (shard_from_env(os.environ) or Shard())
-    job = GenerateJob(
-        teacher=teacher,
-        out=out,
-        generate=settings,
-        data=cfg.data,
-        shard=shard,
-        limit=limit,
-        fail_fast=fail_fast,
-        overwrite=overwrite,
-        source=source,
-    )
-    classes = class_set_from_config(cfg.classes) if config_path is not None else None
+    classes = "config" if config_path is not None else "teacher"
     if dry_run:
-        _dry_run(job, samples, classes)
+        _dry_run(teacher, source, out, cfg, classes, shard_text, limit, given)
         return
-    bar_text = RateBar()
-    with progress(length=_planned(len(samples), shard, limit), label="labelling", item_show_func=bar_text) as bar:
-
-        def advance(n: int) -> None:
-            bar_text.done += n
-            bar.update(n)
-
-        try:
-            if workers is not None or scheduler is not None:
-                from autolabel.generate.dask_runner import run_generate_dask
-
-                result = run_generate_dask(
-                    job, samples, classes, workers=workers or 0, scheduler=scheduler, on_image=advance
-                )
-            else:
-                from autolabel.generate.runner import run_generate
-
-                result = run_generate(job, samples, classes, on_image=advance)
-        except FailFastError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_FINISHED_WITH_ERRORS)
+    bar = LazyBar("labelling", rate=True)
+    try:
+        result = generate_labels(
+            teacher,
+            source,
+            out,
+            config=cfg,
+            classes=classes,
+            shard=shard_text,
+            limit=limit,
+            workers=workers,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            fail_fast=fail_fast,
+            on_total=bar.start,
+            on_image=bar.advance,
+            **given,
+        )
+    except FailFastError as exc:
+        bar.close()
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_FINISHED_WITH_ERRORS)
+    bar.close()
     click.echo(
         f"label set {result.labelset_id} in {out}: {result.ok} labelled, {result.skipped} already "
-        f"done, {len(result.errors)} errors, shard {shard}, {result.seconds:.1f}s"
+        f"done, {len(result.errors)} errors, {result.seconds:.1f}s"
     )
     if result.errors:
         for image_id, message in result.errors[:20]:
             click.echo(f"  error: {image_id}: {message}", err=True)
         sys.exit(EXIT_FINISHED_WITH_ERRORS)
-
-
-def _planned(total: int, shard: Shard, limit: int | None) -> int:
-    """A progress-bar length (exact shard sizes need hashing every id; this is close and cheap)."""
-    size = -(-total // shard.count)
-    return min(size, limit) if limit is not None else size
 
 
 def _source(images: Path | None, dataset_spec: str | None, config_path: Path | None, cfg) -> Source:
@@ -216,23 +182,23 @@ def _source(images: Path | None, dataset_spec: str | None, config_path: Path | N
     )
 
 
-def _dry_run(job: GenerateJob, samples, classes) -> None:
-    teacher, plan = prepare(job, samples, classes)
-    click.echo(f"label set {plan.meta['labelset_id']} -> {job.out}")
+def _dry_run(
+    teacher: Path, source: Source, out: Path, cfg, classes: str, shard: str | None, limit: int | None, settings: dict
+) -> None:
+    plan = plan_labels(teacher, source, out, config=cfg, classes=classes, shard=shard, limit=limit, **settings)
+    click.echo(f"label set {plan.labelset_id} -> {out}")
     click.echo(f"inputs: {plan.inputs} images")
-    if job.shard.count > 1:
-        counts = shard_counts([s.id for s in exclude_output(samples, job.out)], job.shard.count)
-        click.echo("per shard: " + ", ".join(f"{i}/{job.shard.count}: {n}" for i, n in enumerate(counts)))
+    if len(plan.per_shard) > 1:
+        count = len(plan.per_shard)
+        click.echo("per shard: " + ", ".join(f"{i}/{count}: {n}" for i, n in enumerate(plan.per_shard)))
     click.echo(
-        f"shard {job.shard}: {plan.shard_size} images, {plan.done} already done, {plan.todo} to do, "
-        f"{len(plan.chunks)} chunks"
+        f"shard {plan.shard}: {plan.shard_size} images, {plan.done} already done, {plan.todo} to do, "
+        f"{plan.chunks} chunks"
     )
-    todo = [s for c in plan.chunks if not c.complete for s in c.todo]
-    per_image = estimate_seconds_per_image(teacher, todo, job.data.max_image_pixels)
-    if per_image is not None:
+    if plan.seconds_per_image is not None:
         click.echo(
-            f"estimate: {per_image:.2f}s per image, about {per_image * len(todo) / 60:.1f} min for "
-            f"{len(todo)} images on this process (from {min(2, len(todo))} timed images)"
+            f"estimate: {plan.seconds_per_image:.2f}s per image, about {plan.seconds_per_image * plan.todo / 60:.1f} "
+            f"min for {plan.todo} images on this process (from {plan.timed_images} timed images)"
         )
 
 
@@ -289,9 +255,9 @@ def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: b
 def verify_cmd(out: Path, no_inputs: bool) -> None:
     """Check a label set: labels decode with the recorded size, sha256 and values; no temp files; one row
     per input image. Exit code 3 when anything is wrong."""
-    from autolabel.labelset.verify import verify_labelset
+    from autolabel.api import verify_labels
 
-    report = verify_labelset(out, check_inputs=not no_inputs)
+    report = verify_labels(out, check_inputs=not no_inputs)
     for problem in report.problems:
         click.echo(f"problem: {problem}")
     for image_id, message in report.error_rows:

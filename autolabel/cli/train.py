@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
+from autolabel import api
 from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
-from autolabel.train.loop import FitResult, fit
+from autolabel.train.loop import FitResult
 from autolabel.train.state import Position
 
 
@@ -49,16 +50,9 @@ def _run(
 ) -> FitResult:
     cfg = load_pipeline(config_path, overrides)
     bar = EpochProgress(cfg.epochs(student=student))
+    train = api.train_student if student else api.train_teacher
     try:
-        return fit(
-            cfg,
-            student=student,
-            labels=labels,
-            resume=resume,
-            overwrite=overwrite,
-            on_step=bar.step,
-            on_epoch_start=bar.start,
-        )
+        return train(cfg, resume=resume, overwrite=overwrite, on_step=bar.step, on_epoch_start=bar.start)
     finally:
         bar.close()
 

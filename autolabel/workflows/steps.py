@@ -22,11 +22,12 @@ from autolabel.config import PipelineConfig, load_config, replace
 from autolabel.data.datasets import Sample
 from autolabel.data.sources import Source
 from autolabel.errors import DataError
+from autolabel.evaluate import checkpoint as evaluate
 from autolabel.evaluate.audit import audit_labelset
 from autolabel.fs import write_json
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
-from autolabel.models.checkpoint import checkpoint_sha256, load_checkpoint
-from autolabel.models.evaluation import EvalSettings, evaluate_model
+from autolabel.models.checkpoint import checkpoint_sha256
+from autolabel.models.evaluation import EvalSettings
 from autolabel.synth import make_synthetic_city
 from autolabel.train.loop import fit
 from autolabel.train.state import LAST, STATE
@@ -120,16 +121,8 @@ def evaluate_checkpoint(
         previous = json.loads(out_json.read_text())
         if previous.get("checkpoint_sha256") == sha and tuple(previous.get("scales", ())) == scales:
             return previous
-    loaded = load_checkpoint(checkpoint, expected_num_classes=classes.num_classes)
     settings = EvalSettings(scales=scales, mean=cfg.data.mean, std=cfg.data.std, max_pixels=cfg.data.max_image_pixels)
-    metrics = evaluate_model(loaded.model, samples, classes.label_to_train_lut(), classes.names, settings=settings)
-    payload = {
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha,
-        "images": len(samples),
-        "scales": list(settings.scales),
-        **metrics.to_dict(),
-    }
+    payload = evaluate.evaluate_checkpoint(checkpoint, samples, classes, settings=settings)
     write_json(out_json, payload)
     return payload
 
