@@ -405,8 +405,36 @@ def load_config(
 
 
 def replace(config: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that re-runs the section's checks."""
-    return dataclasses.replace(config, **changes)
+    """``dataclasses.replace`` that checks every changed value as loading does (type, range, cross-field).
+
+    A changed value that breaks a rule raises :class:`ConfigError` naming the dotted key (``generate.threshold``),
+    so values from command-line flags or Python callers get exactly the checks a TOML file gets. Relative paths
+    resolve against the working directory, as ``--set`` values do.
+    """
+    hints = typing.get_type_hints(type(config))
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    prefix = _section_prefix(type(config))
+    checked = {}
+    for name, value in changes.items():
+        if name not in fields:
+            raise ConfigError(f"{prefix}{name}: unknown key; expected one of {', '.join(sorted(fields))}")
+        key = f"{prefix}{name}"
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, tp):
+            checked[name] = value  # a section object was checked when it was built
+            continue
+        converted = _convert(key, tp, value, Path.cwd())
+        _check_range(key, converted, fields[name].metadata)
+        checked[name] = converted
+    return dataclasses.replace(config, **checked)
+
+
+def _section_prefix(cls: type) -> str:
+    """``"generate."`` for :class:`GenerateConfig` (the key prefix its values have in a pipeline file)."""
+    for name, tp in typing.get_type_hints(PipelineConfig).items():
+        if tp is cls:
+            return f"{name}."
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -125,3 +125,34 @@ def test_parse_override_values():
 def test_default_relative_paths_resolve_too(tmp_path):
     cfg = load_config(write(tmp_path, "name = 'x'\n"))
     assert cfg.train.out_dir == (tmp_path / "runs" / "teacher").resolve()
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"threshold": 2.0}, "generate.threshold"),
+        ({"threshold": -1.0}, "generate.threshold"),
+        ({"batch_size": 0}, "generate.batch_size"),
+        ({"tile_size": -5}, "generate.tile_size"),
+        ({"scales": (-1.0, 0.0)}, "generate.scales"),
+        ({"flip": "yes"}, "generate.flip"),
+        ({"scales": (1.0, 0.5)}, "generate.scales"),  # a cross-field rule (__post_init__)
+        ({"bogus": 1}, "generate.bogus"),
+    ],
+)
+def test_replace_checks_every_changed_value_like_loading(change, key):
+    from autolabel.config import GenerateConfig, replace
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        replace(GenerateConfig(), **change)
+
+
+def test_replace_converts_like_loading_and_keeps_checked_sections():
+    from autolabel.config import GenerateConfig, TrainConfig, replace
+
+    g = replace(GenerateConfig(), scales=[0.5, 1], threshold=0)
+    assert g.scales == (0.5, 1.0) and isinstance(g.threshold, float)
+    cfg = replace(PipelineConfig(), train=TrainConfig(epochs=3))
+    assert cfg.train.epochs == 3
+    t = replace(TrainConfig(), out_dir="runs/x")
+    assert t.out_dir == (Path.cwd() / "runs/x").resolve()

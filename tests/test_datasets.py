@@ -15,15 +15,13 @@ from autolabel.data import datasets, io
 from autolabel.data.datasets import Sample, auto_label_relpath
 from autolabel.data.sources import discover_split
 from autolabel.errors import ConfigError, DataError
-from autolabel.synth import make_synthetic_city
 
 COUNTS = {"train": 3, "val": 2, "train_extra": 4}
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=COUNTS["train"], val=COUNTS["val"], extra=COUNTS["train_extra"], size=(64, 32))
+def city(synthetic_city) -> Path:
+    root = synthetic_city(train=COUNTS["train"], val=COUNTS["val"], extra=COUNTS["train_extra"], size=(64, 32))
     return root
 
 

@@ -16,7 +16,6 @@ from autolabel.data.sources import Source, discover_split
 from autolabel.labelset.human import coarse_labelset
 from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import checkpoint_sha256
-from autolabel.synth import make_synthetic_city
 from autolabel.train.datasets import AutoLabelSource
 from autolabel.train.state import iter_log
 from autolabel.workflows.demo import (
@@ -55,9 +54,8 @@ TINY = (
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=2, val=1, extra=4, size=(64, 32), seed=3, workers=0)
+def city(synthetic_city) -> Path:
+    root = synthetic_city(train=2, val=1, extra=4, size=(64, 32), seed=3)
     return root
 
 

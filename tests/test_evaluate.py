@@ -27,15 +27,13 @@ from autolabel.labelset.confidence import write_codes
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 from autolabel.models.evaluation import EvalSettings, evaluate_model
-from autolabel.synth import make_synthetic_city
 
 LUT = CITYSCAPES.label_to_train_lut()
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=1, val=4, extra=0, size=(96, 48), seed=2)
+def city(synthetic_city):
+    root = synthetic_city(train=1, val=4, extra=0, size=(96, 48), seed=2)
     return root
 
 

@@ -29,7 +29,6 @@ from autolabel.labelset.confidence import load_confidence
 from autolabel.models.build import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
 from autolabel.models.predict import normalise, predict_logits
-from autolabel.synth import make_synthetic_city
 
 SPLIT = "train_extra"
 N_EXTRA = 10
@@ -41,9 +40,8 @@ CHUNK = ["--set", "generate.chunk_size=3"]
 
 
 @pytest.fixture(scope="session")
-def city(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=1, val=1, extra=N_EXTRA, size=(64, 32), seed=0)
+def city(synthetic_city) -> Path:
+    root = synthetic_city(train=1, val=1, extra=N_EXTRA, size=(64, 32), seed=0)
     return root
 
 

@@ -28,9 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=8, val=4, extra=4, size=SIZE, seed=3)
+def city(synthetic_city) -> Path:
+    root = synthetic_city(train=8, val=4, extra=4, size=SIZE, seed=3)
     return root
 
 

@@ -14,7 +14,6 @@ from autolabel.cli import main
 from autolabel.config import load_config
 from autolabel.errors import CheckpointError, OutputError
 from autolabel.models.checkpoint import load_checkpoint
-from autolabel.synth import make_synthetic_city
 from autolabel.train.data import build_train_data, make_loader
 from autolabel.train.loop import fit, poly_lr
 from autolabel.train.sampling import PlanSampler
@@ -22,9 +21,8 @@ from autolabel.train.state import BEST, CONFIG, LAST, STATE, iter_log
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=4, val=2, extra=0, size=(96, 48), seed=0)
+def city(synthetic_city):
+    root = synthetic_city(train=4, val=2, extra=0, size=(96, 48), seed=0)
     return root
 
 

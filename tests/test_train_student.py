@@ -29,12 +29,8 @@ from autolabel.train.state import iter_log
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory):
-    from autolabel.synth import make_synthetic_city
-
-    root = tmp_path_factory.mktemp("city")
-    make_synthetic_city(root, train=4, val=1, extra=6, size=(96, 48), seed=1)
-    return root
+def city(synthetic_city):
+    return synthetic_city(train=4, val=1, extra=6, size=(96, 48), seed=1)
 
 
 @pytest.fixture(scope="module")

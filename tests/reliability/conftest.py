@@ -10,16 +10,13 @@ import torch
 from autolabel.classes import CITYSCAPES
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
-from autolabel.synth import make_synthetic_city
 
 from .helpers import IMAGE_SIZE, N_EXTRA, TEACHER_CFG, assert_verified, generate_args, labelset_state, run_cli
 
 
 @pytest.fixture(scope="session")
-def city(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rel_city")
-    make_synthetic_city(root, train=1, val=1, extra=N_EXTRA, size=IMAGE_SIZE, seed=3)
-    return root
+def city(synthetic_city) -> Path:
+    return synthetic_city(train=1, val=1, extra=N_EXTRA, size=IMAGE_SIZE, seed=3)
 
 
 @pytest.fixture(scope="session")

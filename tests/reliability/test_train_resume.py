@@ -15,7 +15,6 @@ from autolabel.config import GenerateConfig, load_config
 from autolabel.data.datasets import discover_cityscapes
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.models.checkpoint import load_checkpoint
-from autolabel.synth import make_synthetic_city
 from autolabel.train import state
 from autolabel.train.loop import fit
 from autolabel.train.state import LAST, STATE
@@ -48,11 +47,10 @@ auto_fraction = 0.5
 
 
 @pytest.fixture(scope="module")
-def student_setup(tmp_path_factory, teacher) -> tuple[Path, Path]:
+def student_setup(tmp_path_factory, synthetic_city, teacher) -> tuple[Path, Path]:
     """A pipeline config and an auto-label set for it (labelled by the suite's tiny teacher)."""
     tmp = tmp_path_factory.mktemp("rel_student")
-    city = tmp / "city"
-    make_synthetic_city(city, train=4, val=1, extra=4, size=(64, 32), seed=5)
+    city = synthetic_city(train=4, val=1, extra=4, size=(64, 32), seed=5)
     labels = tmp / "auto"
     job = GenerateJob(teacher=teacher, out=labels, generate=GenerateConfig(scales=(1.0,), threshold=0.1, device="cpu"))
     assert run_generate(job, discover_cityscapes(city, "train_extra")).ok == 4
