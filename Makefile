@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo       - the whole pipeline on a synthetic city (sets up .venv; DEMO_OUT=$(DEMO_OUT))"
 	@echo "make test       - run the test suite (sets up .venv)"
-	@echo "make lint       - ruff"
+	@echo "make lint       - ruff check, ruff format --check, mypy"
 	@echo "make reproduce  - the paper's findings in miniature -> results/ (REPRO_SEEDS=$(REPRO_SEEDS))"
 	@echo "make bench      - benchmarks -> results/bench.json (BENCH_QUICK=1 for the short version)"
 	@echo "make soak       - 20,000 tiny images through generate, interrupted twice"
@@ -42,8 +42,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
+# ruff (lint + format check) and mypy: what .ci/run checks before the tests
 lint: $(STAMP)
-	$(VENV)/bin/ruff check autolabel tests bench
+	$(VENV)/bin/ruff check autolabel tests bench scripts
+	$(VENV)/bin/ruff format --check autolabel tests bench scripts
+	$(VENV)/bin/mypy
 
 # ---------------------------------------------------------------------------------------------------------
 # the demo, the paper's findings in miniature, benchmarks, soak

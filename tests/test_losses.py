@@ -29,7 +29,7 @@ def random_batch(b=2, c=4, h=24, w=32, seed=0, ignore_rows=5):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# slow reference, straight from DESIGN.md §2, in float64 with explicit loops
+# slow reference, straight from docs/method.md, in float64 with explicit loops
 
 
 def reference_parts(logits, labels, num_classes, radius=3):

@@ -53,7 +53,7 @@ def rescale(images: Tensor, scale: float) -> Tensor:
 
 
 def hierarchical_fuse(preds: Mapping[float, Tensor], attns: Mapping[float, Tensor]) -> Tensor:
-    """Chain per-scale logits from the largest scale down (DESIGN.md §2).
+    """Chain per-scale logits from the largest scale down (docs/method.md).
 
     ``preds[s]`` and ``attns[s]`` (sigmoid attention, 1 channel) are at scale ``s``'s own resolution. The
     largest scale seeds the result; then for each smaller scale ``s``:

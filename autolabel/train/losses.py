@@ -1,6 +1,6 @@
 """Training losses, kept outside the models: RMI, cross-entropy and the composite multi-scale loss.
 
-RMI (region mutual information, Zhao et al. 2019) follows DESIGN.md §2 with the published defaults. Its
+RMI (region mutual information, Zhao et al. 2019) follows docs/method.md with the published defaults. Its
 covariance algebra runs in float64 with autocast switched off, so it is safe inside a mixed-precision
 training step on any device.
 
