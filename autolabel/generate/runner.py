@@ -403,7 +403,8 @@ def prepare(
     job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None, teacher: Teacher | None = None
 ) -> tuple[Teacher, Plan]:
     """Load the teacher (failing before any work if it does not fit) and plan the run; writes nothing."""
-    teacher = teacher or Teacher.load(job.teacher, job.generate, job.data, classes)
+    # the shard index picks the GPU when shards run side by side on one node (make -j N generate)
+    teacher = teacher or Teacher.load(job.teacher, job.generate, job.data, classes, slot=job.shard.index)
     meta = labelset_meta(job, teacher, teacher.classes)
     return teacher, plan_run(job, samples, meta)
 

@@ -87,13 +87,19 @@ class Teacher:
         data: DataConfig,
         classes: ClassSet | None = None,
         device: str | torch.device | None = None,
+        *,
+        slot: int | None = None,
+        own_gpu_required: bool = False,
     ) -> Teacher:
         """Load and check the checkpoint, failing with a :class:`CheckpointError` before any work.
 
         ``classes`` (from the config) must match the checkpoint's class names; when None, the checkpoint's
-        names are used (the Cityscapes set when they are Cityscapes').
+        names are used (the Cityscapes set when they are Cityscapes'). ``device`` (default
+        ``generate.device``), ``slot`` and ``own_gpu_required`` choose the GPU as
+        :func:`~autolabel.models.device.select_device` says: ``slot`` is the shard index, so shards started
+        side by side on one node (``make -j N generate``) each take their own GPU.
         """
-        dev = resolve_device(str(device or settings.device))
+        dev = resolve_device(str(device or settings.device), slot=slot, own_gpu_required=own_gpu_required)
         loaded = load_checkpoint(
             checkpoint, device="cpu", expected_num_classes=classes.num_classes if classes is not None else None
         )

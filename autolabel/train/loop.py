@@ -23,11 +23,17 @@ from autolabel.errors import ConfigError, DataError
 from autolabel.fs import atomic_write_bytes
 from autolabel.metrics import SegMetrics
 from autolabel.models import build_model
-from autolabel.models.device import resolve_device
 from autolabel.models.evaluation import EvalSettings, evaluate_model
 from autolabel.models.predict import normalise
 from autolabel.train.data import TrainData, build_train_data, make_loader
-from autolabel.train.distributed import DistInfo, average_buffers, barrier, init_distributed, unwrap
+from autolabel.train.distributed import (
+    DistInfo,
+    average_buffers,
+    barrier,
+    finish_distributed,
+    init_distributed,
+    unwrap,
+)
 from autolabel.train.losses import build_loss
 from autolabel.train.sampling import EpochPlanner, PlanSampler
 from autolabel.train.state import (
@@ -338,7 +344,8 @@ def fit(
 ) -> FitResult:
     """Train a teacher (fine labels) or a student (fine + auto-label sets ``labels``) as ``cfg`` says.
 
-    Runs under torchrun as well (one process per device). ``on_step``/``on_epoch_start(epoch, steps)`` are
+    Runs under torchrun and srun/mpirun as well (one process per GPU, see
+    :func:`~autolabel.train.distributed.init_distributed`). ``on_step``/``on_epoch_start(epoch, steps)`` are
     called on the main process only (the CLI hangs its progress bar on them).
     """
     labels = tuple(Path(p) for p in labels) or cfg.student.labels
@@ -348,7 +355,36 @@ def fit(
         cfg = replace(
             cfg, student=replace(cfg.student, labels=labels), train=replace(cfg.train, epochs=cfg.epochs(student=True))
         )
-    info = init_distributed(resolve_device(cfg.train.device))
+    info = init_distributed(cfg.train.device)
+    try:
+        return _fit(
+            cfg,
+            info,
+            student=student,
+            labels=labels,
+            resume=resume,
+            overwrite=overwrite,
+            on_step=on_step,
+            on_epoch_start=on_epoch_start,
+        )
+    finally:
+        finish_distributed(info)
+
+
+def _fit(
+    cfg: PipelineConfig,
+    info: DistInfo,
+    *,
+    student: bool,
+    labels: Sequence[Path],
+    resume: bool,
+    overwrite: bool,
+    on_step: Callable[[Position, dict[str, float]], None] | None,
+    on_epoch_start: Callable[[int, int], None] | None,
+) -> FitResult:
+    """:func:`fit` once this process has its place in the job (``info``)."""
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: the autotuned kernels are reused every step
     run_dir = Path(cfg.train.out_dir)
     classes = class_set_from_config(cfg.classes)
     if info.is_main:
