@@ -36,7 +36,7 @@ from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.generate.sharding import Shard, parse_shard, shard_from_env
 from autolabel.labelset.verify import VerifyReport
 from autolabel.labelset.verify import verify_labelset as _verify_labelset
-from autolabel.models.device import resolve_device
+from autolabel.models.device import parse_precision, resolve_device
 from autolabel.models.evaluation import EvalSettings
 from autolabel.train.loop import FitResult, fit
 from autolabel.train.state import Position
@@ -282,6 +282,7 @@ def evaluate_checkpoint(
     flip: bool = False,
     tile_size: int = 0,
     device: str = "auto",
+    precision: str = "auto",
     labels_are_train_ids: bool = False,
     save_predictions: str | Path | None = None,
     on_total: CountFn | None = None,
@@ -297,7 +298,9 @@ def evaluate_checkpoint(
         scales: inference scales (default: the model's own).
         flip: average with the horizontally flipped prediction.
         tile_size: sliding-window size in pixels of the largest scaled input (0: whole images).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        device: ``auto``, ``cpu`` or ``cuda`` (under torchrun/srun: the GPU of the process's local rank).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (bf16 on GPUs that have it, else fp16 on CUDA;
+            fp32 on the CPU): the autocast dtype of the forward; the argmax is taken in fp32.
         labels_are_train_ids: the labels hold train ids rather than dataset label ids.
         save_predictions: write the predictions under this folder too.
         on_total, on_image: progress callbacks (images).
@@ -311,6 +314,7 @@ def evaluate_checkpoint(
         mean=cfg.data.mean,
         std=cfg.data.std,
         max_pixels=cfg.data.max_image_pixels,
+        precision=parse_precision(precision),
     )
     if on_total is not None:
         on_total(len(samples))

@@ -190,6 +190,8 @@ class GenerateConfig:
     threshold: float = num(0.5, 0.0, 1.0, hi_open=True)
     batch_size: int = num(1, 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # autocast of the forward; auto = bf16 on GPUs that have it, else fp16 on CUDA, fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     confidence: bool = True
     attention: bool = False
     label_ids: bool = False

@@ -47,6 +47,13 @@ def _write_json(path: Path | None, payload: dict) -> None:
 @click.option("--tile-size", type=int, default=0, show_default=True, help="Sliding-window size (0 = whole image).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option(
+    "--precision",
+    default="auto",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    show_default=True,
+    help="Autocast of the forward (auto: bf16/fp16 on a GPU, fp32 on the CPU).",
+)
+@click.option(
     "--save-predictions",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -71,6 +78,7 @@ def evaluate(
     flip: bool,
     tile_size: int,
     device: str,
+    precision: str,
     save_predictions: Path | None,
     train_ids: bool,
     out_json: Path | None,
@@ -90,6 +98,7 @@ def evaluate(
             flip=flip,
             tile_size=tile_size,
             device=device,
+            precision=precision,
             labels_are_train_ids=train_ids,
             save_predictions=save_predictions,
             on_total=bar.start,

@@ -57,6 +57,12 @@ def _scales(text: str | None) -> tuple[float, ...] | None:
 @click.option("--batch-size", type=int, default=None, help="[generate.batch_size]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[generate.device]")
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default=None,
+    help="Autocast of the forward (auto: bf16/fp16 on a GPU, fp32 on the CPU) [generate.precision].",
+)
+@click.option(
     "--tile-size",
     type=int,
     default=None,
@@ -100,6 +106,7 @@ def generate_cmd(
     threshold: float | None,
     batch_size: int | None,
     device: str | None,
+    precision: str | None,
     tile_size: int | None,
     shard_text: str | None,
     workers: int | None,
@@ -123,6 +130,7 @@ def generate_cmd(
         "threshold": threshold,
         "batch_size": batch_size,
         "device": device,
+        "precision": precision,
         "tile_size": tile_size,
         "confidence": confidence,
         "attention": attention,
