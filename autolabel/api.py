@@ -38,7 +38,7 @@ from autolabel.labelset.verify import VerifyReport
 from autolabel.labelset.verify import verify_labelset as _verify_labelset
 from autolabel.models.device import parse_precision, resolve_device
 from autolabel.models.evaluation import EvalSettings
-from autolabel.train.loop import FitResult, fit
+from autolabel.train.loop import FitResult, LossParts, fit
 from autolabel.train.state import Position
 
 __all__ = [
@@ -197,7 +197,7 @@ def _train(
     resume: bool,
     overwrite: bool,
     on_epoch_start: Callable[[int, int], None] | None,
-    on_step: Callable[[Position, dict[str, float]], None] | None,
+    on_step: Callable[[Position, LossParts], None] | None,
 ) -> FitResult:
     cfg = _config(config)
     if out is not None:
@@ -220,7 +220,7 @@ def train_teacher(
     resume: bool = False,
     overwrite: bool = False,
     on_epoch_start: Callable[[int, int], None] | None = None,
-    on_step: Callable[[Position, dict[str, float]], None] | None = None,
+    on_step: Callable[[Position, LossParts], None] | None = None,
 ) -> FitResult:
     """Train the teacher on the fine labels of the config's ``data.train_split``.
 
@@ -230,7 +230,8 @@ def train_teacher(
         resume: continue the run in ``out`` exactly where it stopped.
         overwrite: replace a previous run in ``out`` instead of refusing.
         on_epoch_start: ``(epoch, steps)`` at the start of every epoch (main process only).
-        on_step: ``(position, loss parts)`` after every step (main process only).
+        on_step: ``(position, loss parts)`` after every step (main process only); the parts are 0-dim tensors
+            (``float()`` of one waits for the device) and ``"lr"`` a float.
     """
     return _train(
         config,
@@ -252,7 +253,7 @@ def train_student(
     resume: bool = False,
     overwrite: bool = False,
     on_epoch_start: Callable[[int, int], None] | None = None,
-    on_step: Callable[[Position, dict[str, float]], None] | None = None,
+    on_step: Callable[[Position, LossParts], None] | None = None,
 ) -> FitResult:
     """Train a student on the fine labels plus auto-label sets.
 

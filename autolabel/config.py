@@ -119,6 +119,13 @@ class ModelConfig:
             )
         if self.mscale == "single" and len(self.train_scales) != 1:
             raise ConfigError("model.train_scales: mscale = 'single' takes exactly one scale")
+        if self.mscale == "hierarchical" and len(self.train_scales) < 2:
+            # one scale would never use the attention head: DDP then fails at the second step (unused
+            # parameters), and the head would label with untrained weights
+            raise ConfigError(
+                f"model.train_scales: {list(self.train_scales)}; mscale = 'hierarchical' trains on a pair of scales "
+                "(e.g. [0.5, 1.0]); for one scale use mscale = 'single'"
+            )
 
 
 @dataclass(frozen=True)

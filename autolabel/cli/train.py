@@ -13,7 +13,7 @@ import click
 
 from autolabel import api
 from autolabel.cli.base import config_option, load_pipeline, main, progress, set_option
-from autolabel.train.loop import FitResult
+from autolabel.train.loop import FitResult, LossParts
 from autolabel.train.state import Position
 
 
@@ -29,7 +29,7 @@ class EpochProgress:
         self.bar = progress(length=steps, label=f"epoch {epoch + 1}/{self.epochs}")
         self.bar.__enter__()
 
-    def step(self, pos: Position, parts: dict[str, float]) -> None:
+    def step(self, pos: Position, parts: LossParts) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
