@@ -254,7 +254,7 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, reference, teacher, ci
         client.wait_for_workers(2, timeout=START_TIMEOUT)  # the nanny started a new one
         assert killed not in client.run(os.getpid).values()
     assert snapshot(out) == snapshot(reference)
-    assert not (out / dask_runner.SCRATCH_DIR).exists()
+    assert not list(out.glob(f"{dask_runner.SCRATCH_PREFIX}*"))
 
 
 def test_the_coordinator_checks_the_checkpoint_on_the_cpu_only(monkeypatch, teacher, city, tmp_path):
@@ -307,11 +307,18 @@ def test_a_local_gpu_cluster_gives_each_worker_its_own_gpu(tmp_path):
     assert all(Path(d).is_relative_to(tmp_path / "scratch") for d in dirs.values())
 
 
-def test_a_local_clusters_scratch_space_is_under_out_unless_the_user_named_one(tmp_path):
+def test_a_local_clusters_scratch_space_is_under_out_unless_the_user_named_one(tmp_path, teacher, city):
     import dask
 
-    assert dask_runner.scratch_directory(tmp_path / "out") == tmp_path / "out" / dask_runner.SCRATCH_DIR
+    first, second = dask_runner.scratch_directory(tmp_path), dask_runner.scratch_directory(tmp_path)
+    assert first.parent == second.parent == tmp_path and first != second  # one per run: shards side by side
+    assert first.name.startswith(".dask-scratch-") and first.is_dir()
     with dask.config.set({"temporary-directory": str(tmp_path / "mine")}):
         assert dask_runner.scratch_directory(tmp_path / "out") is None  # Dask's own setting then applies
     assert dask_runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "2,5"}, 2) == ["2", "5"]
     assert dask_runner.visible_gpus({}, 2) == ["0", "1"]
+    # a local-cluster run leaves none behind
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [*generate_cmd(teacher, city, out)[3:], "--workers", "1", "--limit", "2"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["confidence.zarr", "labels", "labelset.json", "manifest"]

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 PLUGIN_NAME = "autolabel-teacher"
 TASK_RETRIES = 2
 GPU_RESOURCE = "GPU"  # the resource name of `dask worker --resources GPU=1` and of our local GPU workers
-SCRATCH_DIR = ".dask-scratch"  # under OUT, for the workers of a local cluster (removed when the run ends)
+SCRATCH_PREFIX = ".dask-scratch-"  # in OUT: a local cluster's workers' folder (removed when the run ends)
 
 
 class TeacherPlugin(WorkerPlugin):
@@ -149,12 +150,13 @@ class GPUCluster(LocalCluster):
 
 
 def scratch_directory(out: Path) -> Path | None:
-    """Where a local cluster's workers keep their files: the temporary directory the user named in Dask's
-    config (``DASK_TEMPORARY_DIRECTORY``, ``temporary-directory``), else ``OUT/.dask-scratch`` (returned, to be
-    removed after the run) -- never a ``dask-scratch-space`` shared by every user of ``/tmp``."""
+    """A new folder for a local cluster's workers: ``OUT/.dask-scratch-XXXX`` (one per run, so shard jobs
+    side by side in one OUT never remove each other's; the caller removes it), or None where the user named
+    a temporary directory in Dask's config (``DASK_TEMPORARY_DIRECTORY``, ``temporary-directory``) -- never a
+    ``dask-scratch-space`` shared by every user of ``/tmp``."""
     if dask.config.get("temporary-directory", None):
         return None
-    return Path(out) / SCRATCH_DIR
+    return Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=out))
 
 
 def local_cluster(workers: int, device: str, scratch: Path | None = None) -> LocalCluster:
