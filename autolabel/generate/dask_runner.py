@@ -87,7 +87,7 @@ class TeacherPlugin(WorkerPlugin):
 
 def worker_teacher() -> Teacher:
     plugin = get_worker().plugins[PLUGIN_NAME]
-    if plugin.teacher is None:  # setup failed earlier on this worker
+    if not isinstance(plugin, TeacherPlugin) or plugin.teacher is None:  # setup failed earlier on this worker
         raise RuntimeError("the teacher is not loaded on this worker")
     return plugin.teacher
 

@@ -466,7 +466,7 @@ def estimate_seconds_per_image(
     teacher: Teacher, samples: Sequence[Sample], max_pixels: int | None, count: int = 2
 ) -> float | None:
     """Time the teacher on a few readable images (nothing is written); None when none can be read."""
-    times = []
+    times: list[float] = []
     for sample in samples:
         if len(times) >= count:
             break
