@@ -177,7 +177,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return sum(self.sizes)
 
     def __getitem__(self, item: PlanItem) -> dict[str, Any]:
-        image, label = self.sources[item.source].load(item.index)
+        image, label = self.sources[item.source].load(item.item)
         rng = np.random.default_rng(item.seed)
         image, label = self.transform(image, label, rng, item.center)
         return {

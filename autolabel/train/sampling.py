@@ -38,11 +38,11 @@ _CACHE_VERSION = 1
 
 
 class PlanItem(NamedTuple):
-    """One slot of an epoch: ``source``/``index`` pick the item; the centre is (y, x), or (-1, -1) for a
+    """One slot of an epoch: ``source``/``item`` pick the item; the centre is (y, x), or (-1, -1) for a
     random crop."""
 
     source: int
-    index: int
+    item: int  # not ``index``, which would hide tuple.index
     center_y: int
     center_x: int
     seed: int
