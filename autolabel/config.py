@@ -277,7 +277,7 @@ def _convert(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
         return tuple(_convert(f"{key}[{i}]", item_tp, v, base_dir) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return _build(tp, value, base_dir, prefix=f"{key}.")
@@ -420,7 +420,7 @@ def replace(config: Any, **changes: Any) -> Any:
             raise ConfigError(f"{prefix}{name}: unknown key; expected one of {', '.join(sorted(fields))}")
         key = f"{prefix}{name}"
         tp = hints[name]
-        if dataclasses.is_dataclass(tp) and isinstance(value, tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, tp):
             checked[name] = value  # a section object was checked when it was built
             continue
         converted = _convert(key, tp, value, Path.cwd())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -130,7 +131,7 @@ def generate_cmd(
     }
     given = {k: v for k, v in given.items() if v is not None}
     source = _source(images, dataset_spec, config_path, cfg)
-    classes = "config" if config_path is not None else "teacher"
+    classes: Literal["config", "teacher"] = "config" if config_path is not None else "teacher"
     if dry_run:
         _dry_run(teacher, source, out, cfg, classes, shard_text, limit, given)
         return
@@ -183,7 +184,14 @@ def _source(images: Path | None, dataset_spec: str | None, config_path: Path | N
 
 
 def _dry_run(
-    teacher: Path, source: Source, out: Path, cfg, classes: str, shard: str | None, limit: int | None, settings: dict
+    teacher: Path,
+    source: Source,
+    out: Path,
+    cfg,
+    classes: Literal["config", "teacher"],
+    shard: str | None,
+    limit: int | None,
+    settings: dict,
 ) -> None:
     plan = plan_labels(teacher, source, out, config=cfg, classes=classes, shard=shard, limit=limit, **settings)
     click.echo(f"label set {plan.labelset_id} -> {out}")

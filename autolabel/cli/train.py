@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,7 +23,7 @@ class EpochProgress:
 
     def __init__(self, epochs: int):
         self.epochs = epochs
-        self.bar = None
+        self.bar: Any = None
 
     def start(self, epoch: int, steps: int) -> None:
         self.close()

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from autolabel.errors import DataError
 from autolabel.fs import atomic_write_bytes
@@ -40,7 +40,7 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-def _has_16_bit_samples(image: Image.Image, path: Path) -> bool:
+def _has_16_bit_samples(image: ImageFile.ImageFile, path: Path) -> bool:
     """True for wide sample formats Pillow would silently narrow to 8 bits (16-bit RGB PNG or TIFF)."""
     if image.mode in _WIDE_MODES:
         return True

@@ -41,7 +41,12 @@ SPEC_HELP = (
     "cityscapes:ROOT:SPLIT, mapillary:ROOT:SPLIT, folder:IMAGES[:LABELS], list:FILE, config[:SPLIT] "
     "(the config's [data] section) or a plain folder of images"
 )
-_SPEC_KINDS = {"cityscapes": "cityscapes", "mapillary": "mapillary", "folder": "folder", "list": "filelist"}
+_SPEC_KINDS: dict[str, Layout] = {
+    "cityscapes": "cityscapes",
+    "mapillary": "mapillary",
+    "folder": "folder",
+    "list": "filelist",
+}
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class TeacherPlugin(WorkerPlugin):
 
 def worker_teacher() -> Teacher:
     plugin = get_worker().plugins[PLUGIN_NAME]
-    if plugin.teacher is None:  # setup failed earlier on this worker
+    if not isinstance(plugin, TeacherPlugin) or plugin.teacher is None:  # setup failed earlier on this worker
         raise RuntimeError("the teacher is not loaded on this worker")
     return plugin.teacher
 
@@ -177,7 +177,6 @@ def _run_tasks(
         threads = max(1, (os.cpu_count() or 1) // nworkers)
     client.register_plugin(TeacherPlugin(job.teacher, classes, job.generate, job.data, threads))
     settings = write_settings(job, classes)
-    g = job.generate
     futures = {
         client.submit(
             label_chunk_task,
@@ -185,8 +184,8 @@ def _run_tasks(
             settings,
             job.data.max_image_pixels,
             job.fail_fast,
-            g.encode_workers,
-            g.decode_workers,
+            job.generate.encode_workers,
+            job.generate.decode_workers,
             retries=TASK_RETRIES,
             pure=False,
         ): chunk

@@ -77,7 +77,8 @@ class Teacher:
         self.ladder = tuple(ladder)
         self.model = loaded.model.to(device).eval()
         if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to(memory_format=...) is documented, but torch's overloads omit it
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @classmethod
     def load(

@@ -50,10 +50,11 @@ class FineSource:
 
     @property
     def label_paths(self) -> list[Path]:
-        return [s.label for s in self.samples]
+        return [s.label for s in self.samples if s.label is not None]  # all of them: __init__ kept labelled ones
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.samples[index]
+        assert sample.label is not None  # __init__ keeps labelled samples only
         image = read_image(sample.image, self.max_pixels)
         label = read_label(sample.label, self.lut, self.max_pixels)
         check_same_size(image, label, sample.label)
@@ -176,7 +177,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return sum(self.sizes)
 
     def __getitem__(self, item: PlanItem) -> dict[str, Any]:
-        image, label = self.sources[item.source].load(item.index)
+        image, label = self.sources[item.source].load(item.item)
         rng = np.random.default_rng(item.seed)
         image, label = self.transform(image, label, rng, item.center)
         return {

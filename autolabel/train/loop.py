@@ -56,7 +56,8 @@ def poly_lr(step: int, total_steps: int, base_lr: float, power: float, warmup_it
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     """SGD with momentum; weight decay on weights only (BN parameters and biases are not decayed)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
@@ -399,7 +400,8 @@ def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.
     model: nn.Module = build_model(cfg.model)
     torch.manual_seed(cfg.train.seed + 1 + info.rank)
     if info.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to(memory_format=...) is documented, but torch's overloads omit it
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if info.distributed:  # SyncBN only where it helps: per-GPU batches are tiny at full resolution
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(info.device)
