@@ -7,6 +7,7 @@ to the API, the API function is replaced by a recorder, so the vocabulary tests 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -556,3 +557,24 @@ def _small_png(tmp_path: Path) -> Path:
     path = tmp_path / "small.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
     return path
+
+
+def test_the_docs_use_only_current_option_names():
+    """Every `autolabel CMD ... --opt` in README.md and docs/usage.md names a visible option of CMD."""
+    text = "\n".join((REPO / name).read_text() for name in ("README.md", "docs/usage.md"))
+    text = text.replace("\\\n", " ")  # shell continuation lines
+    checked = 0
+    for match in re.finditer(r"autolabel ([a-z-]+)((?: [^`|\n]*)?)", text):
+        command = main.commands.get(match.group(1))
+        if command is None:
+            continue
+        visible = {"--help"}
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                visible.update(param.opts + param.secondary_opts)
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2)):
+            if option == "--nproc_per_node":
+                continue
+            assert option in visible, f"{match.group(0)!r}: {option} is not an option of {match.group(1)}"
+            checked += 1
+    assert checked > 40
