@@ -51,7 +51,7 @@ def json_option(what: str) -> Any:
 def out_option(name: str) -> Any:
     return click.option(
         "--out",
-        type=click.Path(path_type=Path),
+        type=FOLDER,
         default=None,
         help=f"Folder to write {name} into (created).",
     )

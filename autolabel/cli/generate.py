@@ -30,8 +30,8 @@ from autolabel.config import PipelineConfig
 from autolabel.data.sources import IMAGES_HELP, SPEC_HELP
 
 DATA_HELP = (
-    f"The images to label: {SPEC_HELP}. Default: the config's [data] at generate.split (with --config or "
-    f"data.root). Found recursively; {IMAGES_HELP}."
+    f"The images to label (folders are searched recursively): {SPEC_HELP}. Default: the config's [data] at "
+    f"generate.split (with --config or data.root). {IMAGES_HELP}."
 )
 LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
 

@@ -47,7 +47,7 @@ SPEC_HELP = (
     "(the config's [data] section) or a plain folder of images"
 )
 IMAGES_HELP = (
-    f"images are {'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files in any letter case "
+    f"Images are {'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files in any letter case "
     "(Cityscapes: *_leftImg8bit.png, Mapillary: *.jpg), labels single-channel 8-bit PNGs"
 )
 _CITYSCAPES_NAME = re.compile(r"^(.+?_\d{6}_\d{6})(?:[_.]|$)")  # <city>_<seq>_<frame>, then _leftImg8bit, ...
