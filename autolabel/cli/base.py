@@ -116,11 +116,13 @@ def main(verbose: int) -> None:
 
     Every command takes --help; docs/usage.md has the whole vocabulary.
     """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(verbose))
+    handler.setLevel(level)  # libraries that set their own loggers' levels (dask) are held to it too
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    root.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -193,8 +193,9 @@ def generate_cmd(
         f"{plural(len(result.errors), 'error')}, {result.seconds:.1f} s"
     )
     if result.errors:
-        if dask_workers is not None or dask_scheduler is not None:
-            # Dask workers log in their own processes; the reasons are listed here, once
+        if dask_scheduler is not None:
+            # workers of a remote cluster warn in their own logs; here is the one place the user sees why
+            # (local workers, like this process, print each failure once as it happens)
             for image_id, message in result.errors[:20]:
                 click.echo(f"error: {image_id}: {message}", err=True)
         finished_with_errors(
