@@ -153,8 +153,14 @@ def exif_orientation(path: str | Path) -> int:
 
 
 def is_transposed(path: str | Path, exif_transpose: bool = True) -> bool:
-    """Whether :func:`read_image` with ``exif_transpose`` turns this file's pixels (an orientation tag != 1)."""
-    return exif_transpose and exif_orientation(path) != 1
+    """Whether :func:`read_image` with ``exif_transpose`` turns this file's pixels (an orientation tag != 1);
+    False for a file that cannot be opened (there are no pixels to turn)."""
+    if not exif_transpose:
+        return False
+    try:
+        return exif_orientation(path) != 1
+    except DataError:
+        return False
 
 
 def image_size(path: str | Path, *, exif_transpose: bool = True) -> tuple[int, int]:
