@@ -117,7 +117,7 @@ def official_table(scores: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "  n/a" if value is None else f"{100 * value:5.1f}"
 
-    lines = ["official Cityscapes script   IoU   iIoU"]
+    lines = [f"{'official Cityscapes script':<27}  {'IoU':>5}  {'iIoU':>5}"]
     lines.append(f"{'classes':<27}  {pct(scores['miou'])}  {pct(scores['iiou'])}")
     lines.append(f"{'categories':<27}  {pct(scores['category_miou'])}  {pct(scores['category_iiou'])}")
     return "\n".join(lines)
