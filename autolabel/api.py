@@ -36,6 +36,7 @@ from autolabel.evaluate.audit import CITYSCAPES_REFERENCES, audit_labelset
 from autolabel.evaluate.checkpoint import evaluate_checkpoint as _evaluate_checkpoint
 from autolabel.evaluate.predictions import LABEL_IDS_DIR, prediction_folder
 from autolabel.evaluate.predictions import evaluate_predictions as _evaluate_predictions
+from autolabel.fs import output_dir_problem
 from autolabel.generate.planner import LabelPlan
 from autolabel.generate.planner import plan_labels as plan_generate
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
@@ -280,15 +281,9 @@ def _train(
 def check_output_dir(path: Path, key: str) -> None:
     """An :class:`OutputError` naming ``key`` when ``path`` cannot be an output folder (a file is in the way,
     or nothing may be written where it would go); checked before any work starts."""
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{key}: {path} exists and is not a folder")
-    existing = path
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{key}: {path} cannot be made, {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{key}: {path} cannot be made, no permission to write in {existing}")
+    problem = output_dir_problem(path)
+    if problem is not None:
+        raise OutputError(f"{key}: {path} {problem}")
 
 
 def _check_student(cfg: PipelineConfig, labels: Sequence[str | Path]) -> None:

@@ -377,9 +377,9 @@ def test_an_output_folder_that_is_a_file_is_one_line_and_exit_2(city, tmp_path):
 
 
 def test_an_output_folder_nobody_may_write_in_is_one_line_and_exit_2(monkeypatch, city, tmp_path):
-    import autolabel.cli.base as base
+    import autolabel.fs
 
-    monkeypatch.setattr(base.os, "access", lambda path, mode: Path(path) != tmp_path)  # as if tmp_path were 0555
+    monkeypatch.setattr(autolabel.fs.os, "access", lambda path, mode: Path(path) != tmp_path)  # as if 0555
     result = invoke("train-teacher", "--data", f"cityscapes:{city}:train", "--out", tmp_path / "run")
     assert result.exit_code == EXIT_USER_ERROR and result.stderr.count("\n") == 1
     assert f"--out {tmp_path / 'run'}: cannot write in {tmp_path} (permission denied)" in result.stderr

@@ -19,7 +19,6 @@ level; the commands import what they run inside their functions, so ``autolabel 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +33,7 @@ from autolabel import __version__
 from autolabel import config as config_module
 from autolabel.config import PipelineConfig, dump_toml, load_config
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, EXIT_USER_ERROR, AutolabelError, ConfigError, OutputError
+from autolabel.fs import output_dir_problem
 
 ALIASES = "autolabel.aliases"  # ctx.meta key: target flag -> [(old flag, value)]
 HELP_WIDTH = 100
@@ -362,19 +362,11 @@ def resolve_alias(ctx: click.Context, target: str, param: str, value: Any) -> An
 
 
 def check_out_dir(path: Path, flag: str = "--out") -> Path:
-    """``path`` if it can be an output folder (absent or a folder, somewhere this process may write), else
-    an :class:`OutputError` naming ``flag``; checked before any work, so a bad ``--out`` writes nothing."""
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{flag} {path}: exists and is not a folder")
-    existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{flag} {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {path}: cannot write in {existing} (permission denied)")
+    """``path`` if it can be an output folder, else an :class:`OutputError` naming ``flag`` (see
+    :func:`autolabel.fs.output_dir_problem`); checked before any work, so a bad ``--out`` writes nothing."""
+    problem = output_dir_problem(path)
+    if problem is not None:
+        raise OutputError(f"{flag} {path}: {problem}")
     return path
 
 
