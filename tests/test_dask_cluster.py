@@ -163,7 +163,7 @@ def generate_cmd(teacher: Path, city: Path, out: Path, *extra: str) -> list[str]
         "generate",
         "--teacher",
         str(teacher),
-        "--dataset",
+        "--data",
         f"cityscapes:{city}:train_extra",
         "--out",
         str(out),
@@ -207,7 +207,7 @@ def test_external_cluster_writes_the_in_process_label_set_one_task_per_gpu_worke
     with Client(cluster) as client:
         started = time.perf_counter()
         run = subprocess.Popen(
-            generate_cmd(teacher, city, out, "--scheduler", cluster),
+            generate_cmd(teacher, city, out, "--dask-scheduler", cluster),
             env=env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -232,7 +232,7 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, reference, teacher, ci
     with Client(cluster) as client:
         pids = client.run(os.getpid)  # worker address -> pid (the nanny's child)
         run = subprocess.Popen(
-            generate_cmd(teacher, city, out, "--scheduler", cluster),
+            generate_cmd(teacher, city, out, "--dask-scheduler", cluster),
             env=env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -277,7 +277,7 @@ def test_the_coordinator_checks_the_checkpoint_on_the_cpu_only(monkeypatch, teac
 
 
 def test_workers_that_cannot_use_the_device_stop_the_run_with_a_clear_error(cluster, teacher, city, tmp_path):
-    cmd = [*generate_cmd(teacher, city, tmp_path / "out", "--scheduler", cluster), "--device", "cuda"]
+    cmd = [*generate_cmd(teacher, city, tmp_path / "out", "--dask-scheduler", cluster), "--device", "cuda"]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr[-2000:])
     assert "sees no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
@@ -319,6 +319,6 @@ def test_a_local_clusters_scratch_space_is_under_out_unless_the_user_named_one(t
     assert dask_runner.visible_gpus({}, 2) == ["0", "1"]
     # a local-cluster run leaves none behind
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, [*generate_cmd(teacher, city, out)[3:], "--workers", "1", "--limit", "2"])
+    result = CliRunner().invoke(main, [*generate_cmd(teacher, city, out)[3:], "--dask-workers", "1", "--limit", "2"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert sorted(p.name for p in out.iterdir()) == ["confidence.zarr", "labels", "labelset.json", "manifest"]

@@ -96,7 +96,7 @@ class TeacherPlugin(WorkerPlugin):
 
 def worker_teacher() -> Teacher:
     plugin = get_worker().plugins[PLUGIN_NAME]
-    if plugin.teacher is None:  # setup failed earlier on this worker
+    if not isinstance(plugin, TeacherPlugin) or plugin.teacher is None:  # setup failed earlier on this worker
         raise RuntimeError("the teacher is not loaded on this worker")
     return plugin.teacher
 
@@ -284,7 +284,6 @@ def _run_tasks(
     resources = {GPU_RESOURCE: 1} if gpu_workers else None
     client.register_plugin(TeacherPlugin(job.teacher, classes, job.generate, job.data, threads))
     settings = write_settings(job, classes)
-    g = job.generate
     futures = {
         client.submit(
             label_chunk_task,
@@ -292,8 +291,8 @@ def _run_tasks(
             settings,
             job.data.max_image_pixels,
             job.fail_fast,
-            g.encode_workers,
-            g.decode_workers,
+            job.generate.encode_workers,
+            job.generate.decode_workers,
             retries=TASK_RETRIES,
             pure=False,
             resources=resources,

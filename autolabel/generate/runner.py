@@ -69,12 +69,12 @@ class Chunk:
     """A piece of the shard's image list: one task, one manifest part."""
 
     samples: list[Sample]
-    done: dict[str, dict[str, Any]]  # rows of images already labelled (resume)
+    finished_rows: dict[str, dict[str, Any]]  # image id -> its row, for images already labelled (resume)
     complete: bool = False  # its part exists and everything in it checks out: nothing to do
 
     @property
     def todo(self) -> list[Sample]:
-        return [s for s in self.samples if s.id not in self.done]
+        return [s for s in self.samples if s.id not in self.finished_rows]
 
 
 @dataclass
@@ -112,24 +112,23 @@ class GenerateResult:
 
 
 def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict[str, Any]:
-    g = job.generate
     return labelset.make_labelset_meta(
         teacher_sha256=teacher.loaded.sha256,
         model_config=to_dict(teacher.loaded.model_cfg),
-        scales=g.scales,
-        flip=g.flip,
-        threshold=g.threshold,
+        scales=job.generate.scales,
+        flip=job.generate.flip,
+        threshold=job.generate.threshold,
         ladder=teacher.ladder,
         class_names=classes.names,
-        label_ids=classes.label_ids if g.label_ids else None,
+        label_ids=classes.label_ids if job.generate.label_ids else None,
         ignore_index=classes.ignore_index,
         mean=job.data.mean,
         std=job.data.std,
-        tile_size=g.tile_size,
-        tile_overlap=g.tile_overlap,
-        confidence=g.confidence,
-        png_compress_level=g.png_compress_level,
-        centroid_tile=g.centroid_tile,
+        tile_size=job.generate.tile_size,
+        tile_overlap=job.generate.tile_overlap,
+        confidence=job.generate.confidence,
+        png_compress_level=job.generate.png_compress_level,
+        centroid_tile=job.generate.centroid_tile,
         source=job.source.to_dict() if job.source is not None else {},
     )
 
@@ -168,7 +167,7 @@ def plan_run(job: GenerateJob, samples: Sequence[Sample], meta: dict[str, Any]) 
         complete = (
             len(done) == len(piece) and name in existing_parts and all(previous[s.id]["part"] == name for s in piece)
         )
-        chunks.append(Chunk(samples=piece, done=done, complete=complete))
+        chunks.append(Chunk(samples=piece, finished_rows=done, complete=complete))
     return Plan(meta=meta, chunks=chunks, inputs=len(inputs), shard_size=len(mine))
 
 
@@ -225,43 +224,45 @@ def remove_stale_temp_files(out: Path, chunks: Sequence[Chunk], label_ids: bool)
 
 
 def write_settings(job: GenerateJob, classes: ClassSet) -> WriteSettings:
-    g = job.generate
     return WriteSettings(
         out=Path(job.out),
         num_classes=classes.num_classes,
         shard=str(job.shard),
-        compress_level=g.png_compress_level,
-        confidence=g.confidence,
-        centroid_tile=g.centroid_tile,
+        compress_level=job.generate.png_compress_level,
+        confidence=job.generate.confidence,
+        centroid_tile=job.generate.centroid_tile,
         ignore_index=classes.ignore_index,
-        train_to_label=classes.train_to_label_lut() if g.label_ids else None,
+        train_to_label=classes.train_to_label_lut() if job.generate.label_ids else None,
+        exif_transpose=job.data.exif_transpose,
     )
 
 
-def _decode(sample: Sample, max_pixels: int | None) -> tuple[np.ndarray | DataError, float]:
+def _decode(
+    sample: Sample, max_pixels: int | None, exif_transpose: bool = True
+) -> tuple[np.ndarray | DataError, float]:
     start = time.perf_counter()
     try:
-        image: np.ndarray | DataError = read_image(sample.image, max_pixels=max_pixels)
+        image: np.ndarray | DataError = read_image(sample.image, max_pixels=max_pixels, exif_transpose=exif_transpose)
     except DataError as exc:
         image = exc
     return image, time.perf_counter() - start
 
 
 def _prefetch(
-    pool: ThreadPoolExecutor, samples: Sequence[Sample], max_pixels: int | None, depth: int
+    pool: ThreadPoolExecutor, samples: Sequence[Sample], max_pixels: int | None, depth: int, exif_transpose: bool = True
 ) -> Iterator[tuple[Sample, np.ndarray | DataError, float]]:
     """Decode ahead of the consumer, at most ``depth`` images in flight."""
     queue: deque[tuple[Sample, Future]] = deque()
     items = iter(samples)
     for sample in items:
-        queue.append((sample, pool.submit(_decode, sample, max_pixels)))
+        queue.append((sample, pool.submit(_decode, sample, max_pixels, exif_transpose)))
         if len(queue) >= depth:
             break
     while queue:
         sample, future = queue.popleft()
         nxt = next(items, None)
         if nxt is not None:
-            queue.append((nxt, pool.submit(_decode, nxt, max_pixels)))
+            queue.append((nxt, pool.submit(_decode, nxt, max_pixels, exif_transpose)))
         image, seconds = future.result()
         yield sample, image, seconds
 
@@ -271,7 +272,7 @@ class ChunkTracker:
 
     def __init__(self, out: Path, chunks: Sequence[Chunk]):
         self.out = out
-        self.rows: list[dict[str, dict[str, Any]]] = [dict(c.done) for c in chunks]
+        self.rows: list[dict[str, dict[str, Any]]] = [dict(c.finished_rows) for c in chunks]
         self.sizes = [len(c.samples) for c in chunks]
         self.chunk_of = {s.id: i for i, c in enumerate(chunks) for s in c.samples}
         self.pending: deque[tuple[str, Future]] = deque()
@@ -353,7 +354,8 @@ def process_chunks(
                 tracker.pending.append((sample.id, future))
             batch.clear()
 
-        for sample, image, decode_s in _prefetch(decoders, todo, max_pixels, 2 * batch_size + decode_workers):
+        depth = 2 * batch_size + decode_workers
+        for sample, image, decode_s in _prefetch(decoders, todo, max_pixels, depth, settings.exif_transpose):
             if isinstance(image, DataError):
                 log.warning("%s", image)
                 row = error_row(sample, str(image), settings.shard, decode_s)
@@ -467,7 +469,7 @@ def estimate_seconds_per_image(
     teacher: Teacher, samples: Sequence[Sample], max_pixels: int | None, count: int = 2
 ) -> float | None:
     """Time the teacher on a few readable images (nothing is written); None when none can be read."""
-    times = []
+    times: list[float] = []
     for sample in samples:
         if len(times) >= count:
             break

@@ -79,7 +79,8 @@ class Teacher:
         self.precision = resolve_precision(settings.precision, device)  # autocast dtype; None = fp32
         self.model = loaded.model.to(device).eval()
         if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to(memory_format=...) is documented, but torch's overloads omit it
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @property
     def precision_name(self) -> str:

@@ -67,6 +67,7 @@ def coarse_labelset(
         chunk = with_coarse[start : start + chunk_size]
         rows = []
         for sample in chunk:
+            assert sample.coarse is not None  # with_coarse holds only samples with coarse labels
             labels = read_label(sample.coarse, lut)
             # human labels are certain where they exist: confidence 1 on labelled pixels
             rows.append(

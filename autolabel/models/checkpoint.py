@@ -15,10 +15,10 @@ import hashlib
 import io
 import logging
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -166,8 +166,9 @@ def import_nvidia_checkpoint(
     src = Path(src)
     data = _read_bytes(src)
     # released checkpoints may carry numpy scalars (e.g. the best mIoU) next to the weights
-    numpy_scalars = [np.float64(0).__reduce__()[0], np.dtype, type(np.dtype(np.float64))]
-    with torch.serialization.safe_globals(numpy_scalars):
+    # __reduce__()[0] is numpy's scalar constructor (the stubs, from object.__reduce__, also allow a str)
+    scalar = cast(Callable[..., Any], np.float64(0).__reduce__()[0])
+    with torch.serialization.safe_globals([scalar, np.dtype, type(np.dtype(np.float64))]):
         payload = _safe_load(data, src)
     state_dict = payload.get("state_dict", payload) if isinstance(payload, Mapping) else payload
     if not isinstance(state_dict, Mapping) or not state_dict:

@@ -95,6 +95,7 @@ def explicit_fuse(preds: Sequence[Tensor], scores: Sequence[Tensor]) -> tuple[Te
     """
     weights = torch.softmax(torch.cat(list(scores), dim=1), dim=1)  # (B, S, H, W)
     fused = sum(weights[:, i : i + 1] * p for i, p in enumerate(preds))
+    assert isinstance(fused, Tensor), "explicit_fuse needs at least one prediction"  # sum() of nothing is 0
     return fused, weights
 
 
@@ -182,6 +183,7 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
         if with_aux and out.aux is not None:
             result["aux"] = resize_to(out.aux, size)
         if attention != "none":
+            assert self.scale_attn is not None, "subclasses build scale_attn whenever mscale uses attention"
             score = self.scale_attn(out.feats)
             # the published model applies the sigmoid before upsampling
             result["attn"] = resize_to(torch.sigmoid(score) if attention == "sigmoid" else score, size)

@@ -222,11 +222,11 @@ def _evaluation_section(evals: Sequence[Any], classes: ClassSet) -> str:
 
 def _share_series(
     manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet, source: collect.SourceData, options: ReportOptions
-) -> tuple[list[plots.Series], list[str]]:
-    """Per-class shares of the auto labels, the same images' coarse labels and the fine split (as found)."""
+) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(name, per-class shares) of the auto labels, the same images' coarse labels and the fine split (as found)."""
     lut = classes.label_to_train_lut()
     auto = collect.auto_class_counts(manifest, classes.num_classes)
-    series = [plots.Series("auto labels", list(collect.shares_from_counts(auto)))]
+    series = [("auto labels", collect.shares_from_counts(auto))]
     notes = [f"auto labels: all {len(rows):,} labelled images"]
     coarse = [
         source.samples[r["id"]].coarse
@@ -241,7 +241,7 @@ def _share_series(
         if paths:
             picked = collect.spread(paths, options.reference_images)
             counts = collect.label_class_counts(picked, lut, classes.num_classes)
-            series.append(plots.Series(name, list(collect.shares_from_counts(counts))))
+            series.append((name, collect.shares_from_counts(counts)))
             notes.append(f"{name.split(' (')[0]}: {len(picked):,} {what}")
     return series, notes
 
@@ -271,16 +271,16 @@ def _shares_section(
     options: ReportOptions,
     assets: _Assets,
 ) -> str:
-    series, notes = _share_series(manifest, rows, classes, source, options)
+    shares, notes = _share_series(manifest, rows, classes, source, options)
     # classes no source has a pixel of (e.g. Cityscapes classes a custom dataset never draws) only add noise
-    shown = [c for c in range(classes.num_classes) if any(s.values[c] > 0 for s in series)]
+    shown = [c for c in range(classes.num_classes) if any(values[c] > 0 for _, values in shares)]
     absent = [classes.names[c] for c in range(classes.num_classes) if c not in shown]
-    series = [plots.Series(s.name, [s.values[c] for c in shown]) for s in series]
+    series = [plots.Series(name, [values[c] for c in shown]) for name, values in shares]
     names = [classes.names[c] for c in shown]
     chart = plots.grouped_bar_chart(
         names, series, title="Share of labelled pixels per class", swatches=[classes.colors[c] for c in shown]
     )
-    table_rows = [[name] + [f"{100 * s.values[i]:.2f}" for s in series] for i, name in enumerate(names)]
+    table_rows = [[classes.names[c]] + [f"{100 * values[c]:.2f}" for _, values in shares] for c in shown]
     return html.section(
         "Class shares: auto labels vs human labels",
         html.paragraph(
@@ -443,7 +443,7 @@ def _placeholder(ctx: _SheetContext, size: tuple[int, int], text: str) -> Image.
 
 def _image_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
     try:
-        tile = Image.fromarray(read_image(row["image"]))
+        tile = Image.fromarray(read_image(row["image"], exif_transpose=bool(row.get("exif_transposed"))))
     except AutolabelError:
         tile = _placeholder(ctx, size, "image not readable")
     return ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_image.png"), "image"

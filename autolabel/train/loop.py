@@ -68,7 +68,8 @@ def poly_lr(step: int, total_steps: int, base_lr: float, power: float, warmup_it
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     """SGD with momentum; weight decay on weights only (BN parameters and biases are not decayed)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
@@ -225,7 +226,8 @@ class FitResult:
 class Trainer:
     """One run's training state, shared by the epoch loop, its logging, validation and saving.
 
-    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start`` are called on the main process only.
+    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start``/``on_validate`` are called on the main
+    process only.
     """
 
     cfg: PipelineConfig
@@ -241,6 +243,7 @@ class Trainer:
     loss_fn: Callable
     on_step: Callable[[Position, LossParts], None] | None = None
     on_epoch_start: Callable[[int, int], None] | None = None
+    on_validate: Callable[[int, SegMetrics], None] | None = None
 
     def run(self) -> FitResult:
         """Train from ``pos`` to ``train.epochs`` (or ``train.max_iters``), validating and saving per epoch."""
@@ -342,6 +345,8 @@ class Trainer:
             self.model, self.data.val_samples, self.classes, device=self.info.device, settings=settings, info=self.info
         )
         self.log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
+        if self.on_validate is not None and self.info.is_main:
+            self.on_validate(pos.epoch, metrics)
         if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
             pos.best_miou = metrics.miou
             if self.info.is_main:
@@ -365,14 +370,16 @@ def fit(
     overwrite: bool = False,
     on_step: Callable[[Position, LossParts], None] | None = None,
     on_epoch_start: Callable[[int, int], None] | None = None,
+    on_validate: Callable[[int, SegMetrics], None] | None = None,
 ) -> FitResult:
     """Train a teacher (fine labels) or a student (fine + auto-label sets ``labels``) as ``cfg`` says.
 
     Runs under torchrun and srun/mpirun as well (one process per GPU, see
-    :func:`~autolabel.train.distributed.init_distributed`). ``on_step(position, parts)`` and
-    ``on_epoch_start(epoch, steps)`` are called on the main process only (the CLI hangs its progress bar on
-    them); ``parts`` holds the loss terms as detached 0-dim tensors on the training device and ``"lr"`` as a
-    float: ``float(parts["total"])`` waits for the device, so a hook that only counts steps should not.
+    :func:`~autolabel.train.distributed.init_distributed`). ``on_step(position, parts)``,
+    ``on_epoch_start(epoch, steps)`` and ``on_validate(epochs_done, metrics)`` are called on the main process
+    only (the CLI hangs its progress bar and log lines on them); ``parts`` holds the loss terms as detached
+    0-dim tensors on the training device and ``"lr"`` as a float: ``float(parts["total"])`` waits for the
+    device, so a hook that only counts steps should not.
     """
     labels = tuple(Path(p) for p in labels) or cfg.student.labels
     if student and not labels:
@@ -392,6 +399,7 @@ def fit(
             overwrite=overwrite,
             on_step=on_step,
             on_epoch_start=on_epoch_start,
+            on_validate=on_validate,
         )
     finally:
         finish_distributed(info)
@@ -407,6 +415,7 @@ def _fit(
     overwrite: bool,
     on_step: Callable[[Position, LossParts], None] | None,
     on_epoch_start: Callable[[int, int], None] | None,
+    on_validate: Callable[[int, SegMetrics], None] | None,
 ) -> FitResult:
     """:func:`fit` once this process has its place in the job (``info``)."""
     if info.device.type == "cuda":
@@ -451,6 +460,7 @@ def _fit(
         loss_fn=build_loss(cfg.loss, classes.num_classes, classes.ignore_index),
         on_step=on_step,
         on_epoch_start=on_epoch_start,
+        on_validate=on_validate,
     )
     return trainer.run()
 
@@ -461,7 +471,8 @@ def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.
     model: nn.Module = build_model(cfg.model)
     torch.manual_seed(cfg.train.seed + 1 + info.rank)
     if info.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to(memory_format=...) is documented, but torch's overloads omit it
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if info.distributed:  # SyncBN only where it helps: per-GPU batches are tiny at full resolution
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(info.device)

@@ -36,6 +36,7 @@ from autolabel.config import PipelineConfig, replace
 from autolabel.data.datasets import Sample
 from autolabel.data.io import read_image, read_label
 from autolabel.data.sources import Source, discover_split
+from autolabel.errors import DataError
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset.human import coarse_labelset
 from autolabel.models.checkpoint import load_checkpoint
@@ -263,6 +264,8 @@ def attention_by_class(
     sums: dict[str, np.ndarray] = {}
     counts = np.zeros(classes.num_classes, dtype=np.int64)
     for sample in samples:
+        if sample.label is None:
+            raise DataError(f"{sample.image}: no label; attention by class needs labelled images")
         image = torch.from_numpy(read_image(sample.image))[None]  # (1, H, W, 3) uint8
         outputs = predict_logits(model, normalise(image, cfg.data.mean, cfg.data.std), scales)
         label = torch.from_numpy(read_label(sample.label, lut).astype(np.int64)).flatten()
@@ -346,7 +349,7 @@ def summarise(
 
 def _group_mean(iou: dict[str, float | None], names: Sequence[str]) -> float | None:
     """Mean IoU over the classes of a group that have a value."""
-    values = [iou[c] for c in names if iou.get(c) is not None]
+    values = [v for c in names if (v := iou.get(c)) is not None]
     return float(np.mean(values)) if values else None
 
 
