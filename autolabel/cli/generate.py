@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -88,6 +89,12 @@ def _scales(text: str | None) -> tuple[float, ...] | None:
 @click.option("--dry-run", is_flag=True, help="Show what would be done (and a time estimate); write nothing.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image.")
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
+@click.option(
+    "--recheck-inputs",
+    is_flag=True,
+    help="Hash every input again, and relabel images whose rows have no input fingerprint (older manifests).",
+)
+@click.option("--wait", is_flag=True, help="If another job is labelling this shard into --out, wait for it.")
 def generate_cmd(
     teacher: Path,
     images: Path | None,
@@ -111,10 +118,14 @@ def generate_cmd(
     dry_run: bool,
     fail_fast: bool,
     overwrite: bool,
+    recheck_inputs: bool,
+    wait: bool,
 ) -> None:
     """Label images with a multi-scale teacher: thresholded label PNGs, manifest, confidence store.
 
-    Exit codes: 0 done, 3 done but some images could not be labelled (see the manifest), 2 usage error.
+    Exit codes: 0 done, 3 done but some images could not be labelled (see the manifest), 2 usage error
+    (also: another job is labelling the same shard), 143/130 stopped by SIGTERM/SIGINT after finishing the
+    batch in flight (rerun to continue).
     """
     cfg = load_pipeline(config_path, overrides)
     given = {
@@ -148,6 +159,8 @@ def generate_cmd(
             scheduler=scheduler,
             overwrite=overwrite,
             fail_fast=fail_fast,
+            recheck_inputs=recheck_inputs,
+            wait=wait,
             on_total=bar.start,
             on_image=bar.advance,
             **given,
@@ -156,7 +169,14 @@ def generate_cmd(
         bar.close()
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_FINISHED_WITH_ERRORS)
+    except KeyboardInterrupt:  # before labelling started (once it has, SIGINT finishes the batch instead)
+        bar.close()
+        click.echo("stopped before labelling started; rerun to continue", err=True)
+        sys.exit(128 + signal.SIGINT)
     bar.close()
+    if result.stopped is not None:
+        click.echo(f"stopped after {result.finished_images} images; rerun to continue", err=True)
+        sys.exit(128 + result.stopped)
     click.echo(
         f"label set {result.labelset_id} in {out}: {result.ok} labelled, {result.skipped} already "
         f"done, {len(result.errors)} errors, {result.seconds:.1f}s"
@@ -247,11 +267,14 @@ def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: b
         f"re-thresholded {result.images} images at {threshold:g} (was {meta['threshold']:g}): "
         f"label set {result.labelset_id} in {result.out}"
     )
+    if result.errors:
+        click.echo(f"{result.errors} images could not be re-thresholded: error rows in the manifest", err=True)
+        sys.exit(EXIT_FINISHED_WITH_ERRORS)
 
 
 @main.command("verify")
 @click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--no-inputs", is_flag=True, help="Skip re-listing the inputs (rows vs images).")
+@click.option("--no-inputs", is_flag=True, help="Skip the input checks (rows vs images, input fingerprints).")
 def verify_cmd(out: Path, no_inputs: bool) -> None:
     """Check a label set: labels decode with the recorded size, sha256 and values; no temp files; one row
     per input image. Exit code 3 when anything is wrong."""
@@ -262,6 +285,8 @@ def verify_cmd(out: Path, no_inputs: bool) -> None:
         click.echo(f"problem: {problem}")
     for image_id, message in report.error_rows:
         click.echo(f"error row: {image_id}: {message}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     click.echo(
         f"{out}: {report.checked} labels checked, {len(report.problems)} problems, {len(report.error_rows)} error rows"
     )

@@ -24,12 +24,14 @@ from autolabel.generate.runner import (
     Chunk,
     GenerateJob,
     GenerateResult,
+    LabellingSession,
     ProgressFn,
-    prepare,
+    StopFlag,
+    labelset_meta,
+    load_teacher,
     process_chunks,
     remove_stale_temp_files,
-    remove_superseded_parts,
-    start_output,
+    stop_on_signals,
     write_settings,
 )
 from autolabel.generate.teacher import Teacher
@@ -136,26 +138,33 @@ def run_generate_dask(
     is started and stopped. The coordinator plans the run and checks the checkpoint before any task starts.
     """
     start = time.perf_counter()
-    teacher, plan = prepare(job, samples, classes)
-    classes = teacher.classes
-    del teacher  # the coordinator only checks the checkpoint; the workers load their own
-    if on_image is not None and plan.done:
-        on_image(plan.done)
-    start_output(job, plan)
-    result = GenerateResult(labelset_id=plan.meta["labelset_id"], planned=plan.shard_size, skipped=plan.done)
-    todo = [c for c in plan.chunks if not c.complete]
-    cluster = None if scheduler else local_cluster(workers, job.generate.device)
-    try:
-        with Client(scheduler or cluster) as client:
-            rows = _run_tasks(client, job, classes, todo, on_image, local=cluster is not None)
-    finally:
-        if cluster is not None:
-            cluster.close()
-    # a worker that died mid-write left its temporary files; its chunk was redone elsewhere, so they are junk
-    remove_stale_temp_files(Path(job.out), plan.chunks, job.generate.label_ids)
-    remove_superseded_parts(Path(job.out), plan.chunks)
-    result.ok = sum(r["status"] == "ok" for r in rows)
-    result.errors = [(r["id"], r["error"]) for r in rows if r["status"] != "ok"]
+    stop = StopFlag()
+    with stop_on_signals(stop):
+        teacher = load_teacher(job, classes)
+        classes = teacher.classes
+        meta = labelset_meta(job, teacher, classes)
+        del teacher  # the coordinator only checks the checkpoint; the workers load their own
+        with LabellingSession(job, samples, meta, stop=stop) as session:
+            assert session.plan is not None
+            plan = session.plan
+            if on_image is not None and plan.done:
+                on_image(plan.done)
+            todo = [c for c in plan.chunks if not c.complete]
+            cluster = None if scheduler else local_cluster(workers, job.generate.device)
+            try:
+                with Client(scheduler or cluster) as client:
+                    _run_tasks(client, job, classes, todo, on_image, local=cluster is not None, stop=stop)
+            finally:
+                if cluster is not None:
+                    cluster.close()
+            # a worker that died mid-write left its temporary files; its chunk was redone elsewhere: junk
+            remove_stale_temp_files(Path(job.out), plan.chunks, job.generate.label_ids)
+    result = GenerateResult(labelset_id=meta["labelset_id"], planned=plan.shard_size, skipped=plan.done)
+    # what the run finished: every row went to a worker's journal (also those of chunks a stop cut short)
+    finished = session.finished
+    result.ok = sum(e.status == "ok" for e in finished.values())
+    result.errors = [(i, e.error or "") for i, e in sorted(finished.items()) if e.status != "ok"]
+    result.stopped = stop.signum
     result.seconds = time.perf_counter() - start
     return result
 
@@ -167,10 +176,16 @@ def _run_tasks(
     chunks: Sequence[Chunk],
     on_image: ProgressFn | None,
     local: bool,
-) -> list[dict[str, Any]]:
-    """Submit one task per chunk and gather the rows; a local cluster's workers split the cores."""
+    stop: StopFlag,
+) -> None:
+    """Submit one task per chunk and wait for them; a local cluster's workers split the cores.
+
+    The rows stay on disk (each task writes its part, and every row to its worker's journal), so the
+    coordinator keeps none in memory. A stop request (SIGTERM/SIGINT) cancels what is not finished: the
+    workers' journals keep the images they finished, and the coordinator moves those into the manifest.
+    """
     if not chunks:
-        return []
+        return
     threads = None
     if local:
         nworkers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
@@ -192,15 +207,13 @@ def _run_tasks(
         ): chunk
         for chunk in chunks
     }
-    rows: list[dict[str, Any]] = []
     try:
-        for future in as_completed(futures):
-            chunk = futures.pop(future)
-            chunk_rows = future.result()  # re-raises FailFastError / write failures from the worker
-            future.release()  # else the worker keeps every chunk's rows in memory until the run ends
-            rows.extend(chunk_rows)
-            if on_image is not None:
-                on_image(len(chunk.todo))
+        with stop.interruptible():  # only waiting happens in here: a signal may cut it short at any point
+            for future in as_completed(futures):
+                chunk = futures.pop(future)
+                future.result()  # re-raises FailFastError / write failures from the worker
+                future.release()  # else the worker keeps every chunk's rows in memory until the run ends
+                if on_image is not None:
+                    on_image(len(chunk.todo))
     finally:
         client.cancel(list(futures))
-    return rows

@@ -17,7 +17,7 @@ from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.errors import CheckpointError
 from autolabel.labelset import confidence
-from autolabel.labelset.confidence import IGNORE, quantise
+from autolabel.labelset.confidence import IGNORE, mean_probability, quantise
 from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from autolabel.models.device import resolve_device
 from autolabel.models.predict import normalise, predict_logits
@@ -29,7 +29,8 @@ class ThresholdedBatch:
 
     labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= threshold
     codes: torch.Tensor  # (B, H, W) uint8: confidence ladder codes (see autolabel.labelset.confidence)
-    mean_confidence: torch.Tensor  # (B,) float32: mean max probability over all pixels
+    mean_confidence: torch.Tensor  # (B,) float64: mean max probability over all pixels (exact, any order)
+    finite: torch.Tensor  # (B,) bool: every logit of the image finite (else its maps are meaningless)
 
 
 def threshold_batch(
@@ -44,7 +45,12 @@ def threshold_batch(
     max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
     keep = max_prob > torch.tensor(threshold, dtype=torch.float32, device=logits.device)
     labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
-    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder), mean_confidence=max_prob.mean(dim=(1, 2)))
+    return ThresholdedBatch(
+        labels=labels,
+        codes=quantise(max_prob, ladder),
+        mean_confidence=mean_probability(max_prob),
+        finite=torch.isfinite(logits).flatten(1).all(dim=1),
+    )
 
 
 @dataclass
@@ -54,6 +60,7 @@ class PredictedBatch:
     labels: np.ndarray  # (B, H, W)
     codes: np.ndarray  # (B, H, W)
     mean_confidence: np.ndarray  # (B,)
+    finite: np.ndarray  # (B,) bool: False where the teacher produced NaN/Inf logits
     attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
 
 
@@ -141,5 +148,6 @@ class Teacher:
             labels=result.labels.cpu().numpy(),
             codes=result.codes.cpu().numpy(),
             mean_confidence=result.mean_confidence.cpu().numpy(),
+            finite=result.finite.cpu().numpy(),
             attention=attention,
         )
