@@ -276,8 +276,9 @@ def rethreshold_cmd(out: Path, threshold: float, dest: Path | None, overwrite: b
 @click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--no-inputs", is_flag=True, help="Skip the input checks (rows vs images, input fingerprints).")
 def verify_cmd(out: Path, no_inputs: bool) -> None:
-    """Check a label set: labels decode with the recorded size, sha256 and values; no temp files; one row
-    per input image. Exit code 3 when anything is wrong."""
+    """Check a label set: labels decode with the recorded size, sha256 and values; every other output file
+    (confidence, attention) has its recorded sha256; no temporary, stray or journal files; one row per input
+    image, whose input is unchanged. Exit code 3 when anything is wrong (nothing is ever deleted)."""
     from autolabel.api import verify_labels
 
     report = verify_labels(out, check_inputs=not no_inputs)
