@@ -138,7 +138,20 @@ def rows_by_id(table: pa.Table) -> dict[str, dict[str, Any]]:
 
 
 def merge_manifest(out: str | Path) -> pa.Table:
-    """Merge all parts (every status) into ``OUT/manifest.parquet`` atomically; returns the merged table."""
+    """Merge all parts (every status) into ``OUT/manifest.parquet`` atomically; returns the merged table.
+
+    Rows still in journals of an interrupted run (:mod:`autolabel.labelset.journal`) are not parts yet: they
+    are left out, with a warning (the next ``generate`` of their shard moves them in).
+    """
+    journals = sorted((Path(out) / MANIFEST_DIR).glob(".journal-*.jsonl"))
+    if journals:
+        log.warning(
+            "%s: %d journal(s) of an interrupted run hold rows not in the manifest yet (e.g. %s); rerun "
+            "`autolabel generate` for that shard to move them in",
+            out,
+            len(journals),
+            journals[0].name,
+        )
     table = read_manifest(out, status=None)
     atomic_write_bytes(Path(out) / MERGED_MANIFEST, table_to_parquet(table))
     return table
