@@ -243,11 +243,6 @@ def outputs_intact(out: Path, row: dict[str, Any], need_codes: bool) -> bool:
     return not need_codes or confidence.codes_problem(out, row["id"]) is None
 
 
-def row_is_done(out: Path, row: dict[str, Any], need_codes: bool) -> bool:
-    """Whether ``row``'s outputs are all there as recorded (its input is not looked at: see :func:`done_row`)."""
-    return outputs_intact(out, row, need_codes)
-
-
 def done_row(
     out: Path, row: dict[str, Any], sample: Sample, need_codes: bool, recheck: bool = False
 ) -> tuple[dict[str, Any] | None, str]:
