@@ -88,12 +88,14 @@ class Chunk:
     """A piece of the shard's image list: one task, one manifest part."""
 
     samples: list[Sample]
-    done: dict[str, dict[str, Any]]  # rows of images already labelled (resume)
+    # rows of images already labelled (resume); none kept for a complete chunk: nothing reads them, and the
+    # rows of a large label set would otherwise stay in memory for the whole run
+    done: dict[str, dict[str, Any]]
     complete: bool = False  # its part exists and everything in it checks out: nothing to do
 
     @property
     def todo(self) -> list[Sample]:
-        return [s for s in self.samples if s.id not in self.done]
+        return [] if self.complete else [s for s in self.samples if s.id not in self.done]
 
     @property
     def ids(self) -> list[str]:
@@ -301,7 +303,7 @@ def plan_run(job: GenerateJob, samples: Sequence[Sample], meta: dict[str, Any]) 
             and name in existing_parts
             and all(previous[s.id]["part"] == name for s in piece)
         )
-        chunks.append(Chunk(samples=piece, done=done, complete=complete))
+        chunks.append(Chunk(samples=piece, done={} if complete else done, complete=complete))
     if changed:
         log.warning("%d images changed since they were labelled; they are labelled again", changed)
     if unknown:
