@@ -15,6 +15,7 @@ Every function checks what it is given like the config loader does (a wrong valu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -139,6 +140,8 @@ def generate_labels(
     scheduler: str | None = None,
     overwrite: bool = False,
     fail_fast: bool = False,
+    recheck_inputs: bool = False,
+    wait: bool = False,
     on_total: CountFn | None = None,
     on_image: CountFn | None = None,
     **settings: Any,
@@ -159,6 +162,9 @@ def generate_labels(
         scheduler: run on the existing Dask cluster at this address.
         overwrite: replace a different label set in ``out``.
         fail_fast: stop at the first unreadable image.
+        recheck_inputs: hash every input again (not only those whose size or mtime changed) and label again the
+            images whose rows have no input fingerprint (written by an older version).
+        wait: when another job holds this shard's lock, wait for it instead of refusing.
         on_total: called once with the number of images in this shard.
         on_image: called with the number of images finished, as they finish.
         settings: ``[generate]`` values (``threshold=0.9``, ``scales=(0.5, 1.0)``, ...), checked like the config.
@@ -166,6 +172,7 @@ def generate_labels(
     job, samples, class_set = _generate_job(
         teacher, data, out, config, classes, shard, limit, overwrite=overwrite, fail_fast=fail_fast, settings=settings
     )
+    job = dataclasses.replace(job, recheck_inputs=recheck_inputs, wait=wait)
     if on_total is not None:
         on_total(_shard_size(len(samples), job.shard, limit))
     if workers is not None or scheduler is not None:
