@@ -21,7 +21,7 @@ from autolabel.labelset import confidence
 from autolabel.labelset.confidence import IGNORE, mean_probability, quantise
 from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from autolabel.models.device import precision_name, resolve_device, resolve_precision
-from autolabel.models.predict import device_constant, normalise, predict_logits
+from autolabel.models.predict import device_constant, predict_images, prepare_for_inference
 
 
 @dataclass
@@ -84,10 +84,7 @@ class Teacher:
         self.mean, self.std = data.mean, data.std
         self.ladder = tuple(ladder)
         self.precision = resolve_precision(settings.precision, device)  # autocast dtype; None = fp32
-        self.model = loaded.model.to(device).eval()
-        if device.type == "cuda":
-            # Module.to(memory_format=...) is documented, but torch's overloads omit it
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = prepare_for_inference(loaded.model, device)
 
     @property
     def precision_name(self) -> str:
@@ -135,21 +132,15 @@ class Teacher:
 
     def predict(self, images: np.ndarray) -> PredictedBatch:
         """uint8 (B, H, W, 3) RGB -> thresholded labels, confidence codes, mean confidence, attention."""
-        batch = torch.from_numpy(images)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory()
-        x = normalise(batch.to(self.device, non_blocking=True), self.mean, self.std)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        outputs = predict_logits(
+        outputs = predict_images(
             self.model,
-            x,
-            self.settings.scales,
-            flip=self.settings.flip,
-            tile_size=self.settings.tile_size,
-            tile_overlap=self.settings.tile_overlap,
-            keys=self.output_keys(),
+            images,
+            self.settings,
+            device=self.device,
+            mean=self.mean,
+            std=self.std,
             precision=self.precision,
+            keys=self.output_keys(),
         )
         result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
         attention = {}

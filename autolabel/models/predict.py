@@ -15,9 +15,11 @@ import functools
 import math
 from collections.abc import Collection, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from autolabel.config import GenerateConfig
 from autolabel.models.device import autocast
 
 Outputs = dict[str, torch.Tensor]
@@ -138,6 +140,51 @@ def _predict_tiled(
                 sums[key][..., top : top + h, left : left + w] += value[..., :h, :w]
                 counts[key][top : top + h, left : left + w] += 1
     return {key: sums[key].div_(counts[key].clamp(min=1)) for key in sums}  # in place: no second canvas
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device`` in eval mode (channels-last on a GPU): how labelling and calibration run it."""
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        # Module.to(memory_format=...) is documented, but torch's overloads omit it
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def predict_images(
+    model: nn.Module,
+    images: np.ndarray,
+    settings: GenerateConfig,
+    *,
+    device: torch.device,
+    mean: Sequence[float],
+    std: Sequence[float],
+    precision: torch.dtype | None,
+    keys: Collection[str] | None = None,
+) -> Outputs:
+    """uint8 (B, H, W, 3) RGB images -> the outputs ``keys`` of ``model`` (on ``device``) as ``generate`` runs
+    it: ``settings`` gives the scales, flip and tiling, ``precision`` the autocast dtype of the forward.
+
+    The one forward path of the teacher: labelling (:class:`autolabel.generate.teacher.Teacher`) and
+    calibration (:mod:`autolabel.evaluate.calibrate`) both call it, so a calibration describes exactly the
+    probabilities that ``generate`` thresholds.
+    """
+    batch = torch.from_numpy(images)
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    x = normalise(batch.to(device, non_blocking=True), mean, std)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return predict_logits(
+        model,
+        x,
+        settings.scales,
+        flip=settings.flip,
+        tile_size=settings.tile_size,
+        tile_overlap=settings.tile_overlap,
+        keys=keys,
+        precision=precision,
+    )
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
