@@ -62,6 +62,84 @@ def teacher_like_maps(seed: int, ladder_len: int = 10) -> tuple[np.ndarray, np.n
     return labels, codes
 
 
+# Teachers the store is measured with: how far from a class boundary (in px at 2048x1024) the logit margin
+# reaches 1 ("reach"), and how much broad, low-frequency doubt (the std of a logit offset varying over
+# ~128 px) is added. "confident" is a strong Cityscapes teacher (interiors above 0.98 beyond ~16 px from an
+# edge); "unsure" a weak one, with doubtful regions, like the demo teacher on the synthetic city.
+TEACHERS = {"confident": (4.0, 0.0), "unsure": (6.0, 1.5)}
+
+
+def teacher_like_probabilities(seed: int, teacher: str = "confident") -> tuple[np.ndarray, np.ndarray]:
+    """(argmax class of every pixel, max softmax probability float32) imitating a teacher on a Cityscapes-like
+    2048x1024 scene: the margin grows with the distance to the nearest class boundary, computed at stride 4 and
+    upsampled bilinearly as a network's logits are, plus (``"unsure"``) smooth doubt over broad regions."""
+    reach, doubt = TEACHERS[teacher]
+    rng = np.random.default_rng(seed)
+    scene = render_scene(rng, *SIZE)
+    train = CITYSCAPES.label_to_train_lut()[scene.label]
+    small = train[2::4, 2::4]  # stride 4: what the network resolves
+    boundary = np.zeros(small.shape, bool)
+    boundary[:, 1:] |= small[:, 1:] != small[:, :-1]
+    boundary[1:, :] |= small[1:, :] != small[:-1, :]
+    distance = np.full(small.shape, 12.0, np.float32)  # in stride-4 pixels, capped at 48 px
+    for radius in range(11, -1, -1):
+        distance[_dilate(boundary, radius)] = radius
+    margin = torch.from_numpy(4.0 * distance / reach)[None, None]
+    margin = torch.nn.functional.interpolate(margin, size=train.shape, mode="bilinear", align_corners=False)[0, 0]
+    if doubt:
+        margin = margin - torch.from_numpy(np.abs(_smooth_noise(rng, *train.shape, cell=128.0)) * doubt)
+    prob = torch.sigmoid(margin).clamp(min=1 / 19).numpy().astype(np.float32)  # two-class softmax of the margin
+    classes = np.where(train == 255, CITYSCAPES.index("building"), train).astype(np.uint8)  # void: its neighbour
+    return classes, prob
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
+    """Unit-variance noise varying over ``cell`` pixels (bilinear interpolation of a coarse grid)."""
+    grid = torch.from_numpy(rng.standard_normal((int(height / cell) + 2, int(width / cell) + 2)).astype(np.float32))
+    return torch.nn.functional.interpolate(grid[None, None], size=(height, width), mode="bilinear")[0, 0].numpy()
+
+
+def bench_store_levels(
+    n: int,
+    levels: tuple[int, ...] = (10, 25, 50, 100),
+    threshold: float = 0.5,
+    teachers: tuple[str, ...] = ("confident", "unsure"),
+) -> dict:
+    """Bytes of the confidence store (class plane + code plane) per label PNG, at ``levels`` grid steps per unit
+    of probability (step 1/levels from 0.30 to 0.98, plus the threshold), for each imitated teacher."""
+    results: dict = {}
+    for teacher in teachers:
+        maps = [teacher_like_probabilities(i, teacher) for i in range(n)]
+        label_bytes = []
+        for classes, prob in maps:
+            label_bytes.append(
+                len(encode_label_png(np.where(prob > np.float32(threshold), classes, 255).astype(np.uint8), 9))
+            )
+        per_teacher = {
+            "label_kb": statistics.mean(label_bytes) / 1024,
+            "above_0.98": round(statistics.mean(float((p > 0.98).mean()) for _, p in maps), 3),
+            "labelled_at_threshold": round(statistics.mean(float((p > threshold).mean()) for _, p in maps), 3),
+        }
+        for count in levels:
+            grid = confidence.make_grid(1 / count, 0.3, 0.98, (threshold,))
+            sizes, times = [], []
+            with tempfile.TemporaryDirectory() as tmp:
+                for i, (classes, prob) in enumerate(maps):
+                    codes = confidence.quantise(torch.from_numpy(prob), grid).numpy()
+                    start = time.perf_counter()
+                    sizes.append(confidence.write_maps(Path(tmp), f"img{i}", classes, codes))
+                    times.append(time.perf_counter() - start)
+            per_teacher[f"{count} levels"] = {
+                "step": round(1 / count, 4),
+                "rungs": len(grid),
+                "kb": statistics.mean(sizes) / 1024,
+                "ratio_to_label": sum(sizes) / sum(label_bytes),
+                "write_ms": 1000 * statistics.median(times),
+            }
+        results[teacher] = per_teacher
+    return {"images": n, "threshold": threshold, "zstd_level": confidence.ZSTD_LEVEL, "teachers": results}
+
+
 def pillow_png(labels: np.ndarray, level: int) -> bytes:
     """The label as Pillow writes an 'L' PNG (its own per-row filter choice): the setting not chosen."""
     buffer = io.BytesIO()

@@ -90,13 +90,18 @@ def finalise_image(
     attention: dict[str, np.ndarray],
     seconds: float,
     fingerprint: dict[str, Any] | None = None,
+    *,
+    classes: np.ndarray | None = None,
+    histogram: str | None = None,
 ) -> dict[str, Any]:
-    """Write an image's label PNG (and confidence codes, attention maps) atomically; return its manifest row.
+    """Write an image's label PNG (and confidence store, attention maps) atomically; return its manifest row.
 
     ``labels`` are train ids with ``ignore_index``; statistics are always in train ids, the PNG holds dataset
-    label values when ``settings.train_to_label`` is set. ``fingerprint`` describes the input as it was read
+    label values when ``settings.train_to_label`` is set. With ``settings.confidence`` the store gets
+    ``classes`` (the argmax of every pixel) and ``codes``. ``fingerprint`` describes the input as it was read
     (:func:`~autolabel.labelset.checksums.input_fingerprint`); the row lists every file written besides the
-    label with its checksum (``output_files``).
+    label with its checksum (``output_files``) and carries ``histogram``
+    (:func:`~autolabel.labelset.confidence.encode_histogram`).
     """
     class_counts, ignore_count, centroids = label_stats(
         labels, settings.num_classes, settings.centroid_tile, settings.ignore_index
@@ -106,7 +111,9 @@ def finalise_image(
     rel = label_relpath(sample.id, settings.train_to_label is not None)
     written: dict[str, bytes] = {}
     if settings.confidence:
-        files = confidence.array_files(codes)
+        if classes is None:
+            raise ValueError("finalise_image: the confidence store needs the class plane")  # a caller's bug
+        files = confidence.array_files(classes, codes)
         confidence.write_array(settings.out, sample.id, files)
         prefix = confidence.array_relpath(sample.id)
         written.update({f"{prefix}/{name}": data for name, data in files.items()})
@@ -135,6 +142,7 @@ def finalise_image(
         "exif_transposed": is_transposed(sample.image, settings.exif_transpose),
         **(fingerprint or dict.fromkeys(FINGERPRINT_KEYS)),
         "output_files": file_entries(written),
+        "confidence_histogram": histogram,
     }
 
 
@@ -158,6 +166,7 @@ def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) ->
         "exif_transposed": None,
         **dict.fromkeys(FINGERPRINT_KEYS),
         "output_files": None,
+        "confidence_histogram": None,
     }
 
 

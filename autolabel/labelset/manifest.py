@@ -52,6 +52,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("input_sha256", pa.string()),
         # every file written for the image besides the label (confidence store, attention maps), relative to OUT
         ("output_files", pa.list_(OUTPUT_FILE_TYPE)),
+        # pixels per (argmax class, confidence code) over the whole image, as (C, len(ladder) + 1) little-endian
+        # int64 counts, zstd-compressed, base64 (text, so journals keep it as JSON):
+        # autolabel.labelset.confidence.decode_histogram; null in older sets and without a confidence store
+        ("confidence_histogram", pa.string()),
     ]
 )
 TIMING_COLUMNS = ("seconds",)
