@@ -187,6 +187,22 @@ def predict_images(
     )
 
 
+def apply_temperature(logits: torch.Tensor, temperature: float | Sequence[float] | None) -> torch.Tensor:
+    """Calibrated logits: ``logits / T`` (class axis 1, any shape ``(N, C, ...)``); a per-class temperature
+    divides each pixel's logits by the temperature of its argmax class, so the argmax never changes. None
+    (no calibration) returns ``logits`` as they are.
+
+    The one place temperature scaling is computed: ``generate --calibration`` and ``autolabel calibrate``
+    (which fits ``T`` and measures the calibrated probabilities) both call it.
+    """
+    if temperature is None:
+        return logits
+    if isinstance(temperature, int | float):
+        return logits / float(temperature)
+    per_class = device_constant(tuple(float(t) for t in temperature), logits.device, logits.dtype)  # (C,)
+    return logits / per_class[logits.argmax(dim=1)].unsqueeze(1)  # (N, 1, ...) broadcast over the classes
+
+
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on the images' device (uint8 moves 4x less)."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
