@@ -32,6 +32,10 @@ def num(
 
 
 def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_range(f"{key}.{name}", item, meta)
+        return
     values = value if isinstance(value, tuple) else (value,)
     lo, hi = meta.get("lo"), meta.get("hi")
     for v in values:
@@ -187,6 +191,9 @@ class StudentConfig:
     coarse_fusion_classes: tuple[str, ...] = ()  # take human coarse labels for these classes where present
     fine_loss_weight: float = num(1.0, 0.0)
     auto_loss_weight: float = num(1.0, 0.0)
+    # train even on a label set in which no pixel carries a label (by default that is refused: it would
+    # train on fine labels only while saying otherwise)
+    allow_empty_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,13 +217,27 @@ class GenerateConfig:
     encode_workers: int = num(2, 0)  # writer threads (PNG + zarr encoding releases the GIL)
     decode_workers: int = num(2, 1)  # image-decoding threads
     png_compress_level: int = num(9, 0, 9)
-    ladder_step: float = num(0.05, 0.0, 1.0, lo_open=True)  # confidence ladder: threshold, +step, ... <= top
-    ladder_top: float = num(0.95, 0.0, 1.0, hi_open=True)
+    # the confidence store's grid: every multiple of ladder_step from ladder_bottom to ladder_top, plus the
+    # thresholds themselves; re-thresholding is exact at each (docs/method.md, "Confidence store"; the default
+    # step is chosen by `make bench`, confidence_store)
+    ladder_step: float = num(0.01, 0.0, 1.0, lo_open=True)
+    ladder_bottom: float = num(0.3, 0.0, 1.0, hi_open=True)
+    ladder_top: float = num(0.98, 0.0, 1.0, hi_open=True)
     centroid_tile: int = num(1024, 8)  # class centroids are recorded per tile of this many pixels
+    # class name -> threshold: these classes keep a pixel only above their own threshold (the others above
+    # generate.threshold); with generate.calibration these override the calibration's for the classes named
+    class_thresholds: dict[str, float] = field(default_factory=dict, metadata={"lo": 0.0, "hi": 1.0, "hi_open": True})
+    # `autolabel calibrate`'s calibration.json for this teacher: logits / T before the softmax, and its
+    # per-class thresholds (generate.threshold is then unused)
+    calibration: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.scales or list(self.scales) != sorted(set(self.scales)):
             raise ConfigError(f"generate.scales: {list(self.scales)} must be a strictly increasing list")
+        if self.ladder_bottom > self.ladder_top:
+            raise ConfigError(
+                f"generate.ladder_bottom ({self.ladder_bottom}) must not exceed generate.ladder_top ({self.ladder_top})"
+            )
 
 
 @dataclass(frozen=True)
@@ -283,6 +304,14 @@ def _convert(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
         return value
+    if origin is dict:
+        (key_tp, item_tp) = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table of {_type_name(key_tp)} = {_type_name(item_tp)}, got {value!r}")
+        return {
+            _convert(f"{key} (a key)", key_tp, k, base_dir): _convert(f"{key}.{k}", item_tp, v, base_dir)
+            for k, v in value.items()
+        }
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
@@ -385,6 +414,13 @@ def _apply_override(raw: dict[str, Any], parts: list[str], value: Any, cls: type
         if depth == len(parts) - 1:
             node[part] = _absolutise_paths(field_tp, _as_list(field_tp, value), cwd)
             return
+        if typing.get_origin(field_tp) is dict and depth == len(parts) - 2:
+            # one entry of a table-valued key: --set generate.class_thresholds.road=0.9
+            table = node.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a table")
+            table[parts[-1]] = value
+            return
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a table")
@@ -485,6 +521,8 @@ def _toml_value(value: Any) -> str:
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

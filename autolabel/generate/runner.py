@@ -206,12 +206,19 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
 
 
 def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict[str, Any]:
+    limits = teacher.thresholds
+    calibration = limits.calibration
     return labelset.make_labelset_meta(
         teacher_sha256=teacher.loaded.sha256,
         model_config=to_dict(teacher.loaded.model_cfg),
         scales=job.generate.scales,
         flip=job.generate.flip,
-        threshold=job.generate.threshold,
+        threshold=limits.global_threshold,
+        class_thresholds=limits.per_class,
+        threshold_source=limits.source,
+        temperature=limits.temperature,
+        calibration=calibration.summary(applied=True) if calibration is not None else None,
+        calibration_file=str(calibration.path.resolve()) if calibration is not None else None,
         ladder=teacher.ladder,
         class_names=classes.names,
         label_ids=classes.label_ids if job.generate.label_ids else None,
@@ -584,6 +591,8 @@ def _label(
                     decoded.seconds + share,
                     decoded.fingerprint,
                     rows_journal,
+                    predicted.classes[b] if predicted.classes is not None else None,
+                    predicted.histogram[b] if predicted.histogram is not None else None,
                 )
                 tracker.pending.append((sample.id, future))
             batch.clear()
@@ -629,9 +638,22 @@ def _timed_finalise(
     seconds: float,
     fingerprint: dict[str, Any] | None,
     rows_journal: journal.Journal | None,
+    classes: np.ndarray | None = None,
+    histogram: np.ndarray | None = None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    row = finalise_image(settings, sample, labels, codes, mean_confidence, attention, 0.0, fingerprint)
+    row = finalise_image(
+        settings,
+        sample,
+        labels,
+        codes,
+        mean_confidence,
+        attention,
+        0.0,
+        fingerprint,
+        classes=classes,
+        histogram=confidence.encode_histogram(histogram) if histogram is not None and settings.confidence else None,
+    )
     row["seconds"] = seconds + time.perf_counter() - start
     if rows_journal is not None:
         rows_journal.append(row)  # the moment the image's files are final: a kill from now on loses nothing

@@ -1,8 +1,9 @@
 """The teacher, ready to label batches: a checkpoint on a device, multi-scale prediction, thresholding there.
 
-:func:`threshold_batch` turns fused logits into uint8 labels and confidence codes on the logits' device, so only
-``2 x H x W`` bytes per image ever cross to the host, never the ``C x H x W`` float probabilities. With
-``generate.precision`` the forward runs under autocast; softmax, argmax and the threshold stay in fp32.
+:func:`threshold_batch` turns fused logits into uint8 labels, classes and confidence codes on the logits'
+device, so only ``3 x H x W`` bytes per image (and a small histogram) ever cross to the host, never the
+``C x H x W`` float probabilities. With ``generate.precision`` the forward runs under autocast; temperature,
+softmax, argmax and the thresholds stay in fp32.
 """
 
 from __future__ import annotations
@@ -17,40 +18,59 @@ import torch
 from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.errors import CheckpointError
+from autolabel.generate.thresholds import LabellingThresholds, global_thresholds, resolve_thresholds
 from autolabel.labelset import confidence
-from autolabel.labelset.confidence import IGNORE, mean_probability, quantise
+from autolabel.labelset.confidence import IGNORE, class_code_histogram, mean_probability, quantise
 from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from autolabel.models.device import precision_name, resolve_device, resolve_precision
-from autolabel.models.predict import device_constant, predict_images, prepare_for_inference
+from autolabel.models.predict import apply_temperature, device_constant, predict_images, prepare_for_inference
 
 
 @dataclass
 class ThresholdedBatch:
-    """What leaves the device for a batch: uint8 maps and one float per image."""
+    """What leaves the device for a batch: uint8 maps, one float per image, per-image histograms."""
 
-    labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= threshold
-    codes: torch.Tensor  # (B, H, W) uint8: confidence ladder codes (see autolabel.labelset.confidence)
+    labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= its class's threshold
+    classes: torch.Tensor  # (B, H, W) uint8: argmax of every pixel
+    codes: torch.Tensor  # (B, H, W) uint8: confidence codes on the ladder (see autolabel.labelset.confidence)
     mean_confidence: torch.Tensor  # (B,) float64: mean max probability over all pixels (exact, any order)
     finite: torch.Tensor  # (B,) bool: every logit of the image finite (else its maps are meaningless)
+    histogram: torch.Tensor | None = None  # (B, C, len(ladder) + 1) int64 pixels per (class, code)
 
 
 def threshold_batch(
-    logits: torch.Tensor, threshold: float, ladder: Sequence[float], ignore_index: int = IGNORE
+    logits: torch.Tensor,
+    threshold: float | Sequence[float],
+    ladder: Sequence[float],
+    ignore_index: int = IGNORE,
+    *,
+    temperature: float | Sequence[float] | None = None,
+    histogram: bool = False,
 ) -> ThresholdedBatch:
-    """Softmax, max and argmax on the logits' device; ``max prob <= threshold`` gives ``ignore_index``.
+    """Temperature, softmax, max and argmax on the logits' device; ``max prob <= threshold`` gives
+    ``ignore_index``. ``threshold`` is one value, or one per class (the threshold of the pixel's argmax class).
 
     The comparison is made in float32 against ``float32(threshold)``, the same comparison the confidence codes
     use, so a probability exactly at the threshold is ignored and re-thresholding from codes is exact.
     """
-    probs = torch.softmax(logits.float(), dim=1)  # (B, C, H, W)
+    probs = torch.softmax(apply_temperature(logits.float(), temperature), dim=1)  # (B, C, H, W)
     max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
-    keep = max_prob > device_constant(float(threshold), logits.device, torch.float32)
+    if isinstance(threshold, int | float):
+        limit = device_constant(float(threshold), logits.device, torch.float32)
+    else:
+        per_class = device_constant(tuple(float(t) for t in threshold), logits.device, torch.float32)  # (C,)
+        limit = per_class[argmax]  # (B, H, W): each pixel's class's threshold
+    keep = max_prob > limit
     labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
+    classes = argmax.to(torch.uint8)
+    codes = quantise(max_prob, ladder)
     return ThresholdedBatch(
         labels=labels,
-        codes=quantise(max_prob, ladder),
+        classes=classes,
+        codes=codes,
         mean_confidence=mean_probability(max_prob),
         finite=torch.isfinite(logits).flatten(1).all(dim=1),
+        histogram=class_code_histogram(classes, codes, logits.shape[1], len(ladder) + 1) if histogram else None,
     )
 
 
@@ -63,6 +83,8 @@ class PredictedBatch:
     mean_confidence: np.ndarray  # (B,)
     finite: np.ndarray  # (B,) bool: False where the teacher produced NaN/Inf logits
     attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
+    classes: np.ndarray | None = None  # (B, H, W) argmax of every pixel
+    histogram: np.ndarray | None = None  # (B, C, len(ladder) + 1) int64
 
 
 class Teacher:
@@ -76,6 +98,7 @@ class Teacher:
         settings: GenerateConfig,
         data: DataConfig,
         ladder: Sequence[float],
+        thresholds: LabellingThresholds | None = None,
     ):
         self.loaded = loaded
         self.classes = classes
@@ -83,6 +106,7 @@ class Teacher:
         self.settings = settings
         self.mean, self.std = data.mean, data.std
         self.ladder = tuple(ladder)
+        self.thresholds = thresholds or global_thresholds(settings.threshold, classes.num_classes)
         self.precision = resolve_precision(settings.precision, device)  # autocast dtype; None = fp32
         self.model = prepare_for_inference(loaded.model, device)
 
@@ -122,8 +146,14 @@ class Teacher:
                 f"{checkpoint}: teacher classes {list(loaded.class_names)} differ from the "
                 f"configured classes {list(classes.names)}"
             )
-        ladder = confidence.make_ladder(settings.threshold, settings.ladder_step, settings.ladder_top)
-        return cls(loaded, classes, dev, settings, data, ladder)
+        thresholds = resolve_thresholds(settings, classes.names, loaded.sha256)
+        ladder = confidence.make_grid(
+            settings.ladder_step,
+            settings.ladder_bottom,
+            settings.ladder_top,
+            (thresholds.global_threshold, *thresholds.per_class),
+        )
+        return cls(loaded, classes, dev, settings, data, ladder, thresholds)
 
     def output_keys(self) -> set[str]:
         """The model outputs labelling needs: the fused logits, and attention maps when they are kept."""
@@ -142,7 +172,14 @@ class Teacher:
             precision=self.precision,
             keys=self.output_keys(),
         )
-        result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
+        limits = self.thresholds
+        result = threshold_batch(
+            outputs["pred"],
+            limits.global_threshold if limits.uniform else limits.per_class,
+            self.ladder,
+            temperature=limits.temperature,
+            histogram=self.settings.confidence,
+        )
         attention = {}
         if self.settings.attention:
             attention = {
@@ -156,4 +193,6 @@ class Teacher:
             mean_confidence=result.mean_confidence.cpu().numpy(),
             finite=result.finite.cpu().numpy(),
             attention=attention,
+            classes=result.classes.cpu().numpy(),
+            histogram=result.histogram.cpu().numpy() if result.histogram is not None else None,
         )

@@ -1,8 +1,18 @@
 """``labelset.json``: a label set's provenance and its id, and the layout of a label-set folder.
 
 The label-set id hashes everything that determines the labels (teacher weights, model config, scales, flip,
-threshold, ladder, classes, normalisation, tiling, code version); runs into an existing folder must agree on
-it.
+thresholds and where they came from, temperature and calibration, ladder, classes, normalisation, tiling,
+code version); runs into an existing folder must agree on it. Provenance that does not change the labels (where
+the inputs and the calibration file were, which label set a re-thresholded one came from) is kept outside the
+hash.
+
+Thresholds: ``threshold`` is the global one (the fallback of classes without their own), ``class_thresholds``
+maps every class name to the threshold its pixels must exceed (label sets of format 1 have only
+``threshold``), ``threshold_source`` says where they came from: ``{"kind": "threshold"}`` (one global value),
+``"class_thresholds"`` (by hand), ``"calibration"`` (a calibration file's per-class thresholds, its sha256),
+``"portion"`` (CBST: the most confident share of each class). ``temperature`` is what the logits were divided
+by before the softmax (None: not calibrated), ``calibration`` the calibration's figures (ECE before and
+after, target precision, classes that fell back to the global threshold, reliability-diagram data).
 """
 
 from __future__ import annotations
@@ -28,10 +38,22 @@ MERGED_MANIFEST = "manifest.parquet"
 LABELS_DIR = "labels"
 ATTENTION_DIR = "attention"
 STORE_NAME = "confidence.zarr"
+STORE_FORMAT = 2  # of confidence.zarr (autolabel.labelset.confidence); labelset.json "store_format", absent: 1
 REPORT_DIR = "report"  # `autolabel report`'s default destination: not part of the label set, never checked
 FORMAT_VERSION = 1
-# Keys of labelset.json that are not part of the id: where the inputs came from, and the id itself.
-_UNHASHED = ("labelset_id", "source", "rethresholded_from")
+# Keys of labelset.json that are not part of the id: where the inputs came from, the id itself, and
+# provenance of derived sets (the parent, how it was derived, the calibration file's path, which thresholds
+# remain available: a function of the hashed keys)
+_UNHASHED = (
+    "labelset_id",
+    "source",
+    "rethresholded_from",
+    "parent_labelset_id",
+    "derived",
+    "calibration_file",
+    "ladder_available",
+)
+GLOBAL_SOURCE = {"kind": "threshold"}
 
 
 def labelset_id(meta: dict[str, Any]) -> str:
@@ -60,9 +82,19 @@ def make_labelset_meta(
     png_compress_level: int = 9,
     centroid_tile: int = 1024,
     source: dict[str, Any] | None = None,
+    class_thresholds: Sequence[float] | None = None,
+    threshold_source: dict[str, Any] | None = None,
+    temperature: float | Sequence[float] | None = None,
+    calibration: dict[str, Any] | None = None,
+    calibration_file: str | None = None,
+    store_format: int = STORE_FORMAT,
 ) -> dict[str, Any]:
     """The content of ``labelset.json`` including its id. ``label_ids`` is set when labels hold dataset label
-    values (``--label-ids``) instead of train ids."""
+    values (``--label-ids``) instead of train ids; ``class_thresholds`` (one per class, default: ``threshold``
+    for every class) and the other threshold keys are described in the module docstring."""
+    per_class = [float(threshold)] * len(class_names) if class_thresholds is None else list(class_thresholds)
+    if len(per_class) != len(class_names):
+        raise LabelSetError(f"{len(per_class)} class thresholds for {len(class_names)} classes")
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "code_version": __version__,
@@ -71,6 +103,11 @@ def make_labelset_meta(
         "scales": [float(s) for s in scales],
         "flip": bool(flip),
         "threshold": float(threshold),
+        "class_thresholds": {name: float(t) for name, t in zip(class_names, per_class, strict=True)},
+        "threshold_source": dict(threshold_source or GLOBAL_SOURCE),
+        "temperature": _plain_temperature(temperature),
+        "calibration": calibration,
+        "store_format": int(store_format),
         "ladder": [float(t) for t in ladder],
         "confidence": bool(confidence),
         "classes": list(class_names),
@@ -85,8 +122,45 @@ def make_labelset_meta(
         "centroid_tile": int(centroid_tile),
         "source": source or {},
     }
+    if calibration_file is not None:
+        meta["calibration_file"] = calibration_file
+    meta["ladder_available"] = available_thresholds(meta)
     meta["labelset_id"] = labelset_id(meta)
     return meta
+
+
+def _plain_temperature(value: float | Sequence[float] | None) -> float | list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    return [float(v) for v in value]
+
+
+def store_format(meta: dict[str, Any]) -> int:
+    """1 for label sets written before the store kept every pixel's class, else the recorded format."""
+    return int(meta.get("store_format") or 1)
+
+
+def class_thresholds(meta: dict[str, Any]) -> list[float]:
+    """The threshold of each class (in class order): the recorded ones, else the global threshold."""
+    recorded = meta.get("class_thresholds")
+    if recorded:
+        return [float(recorded[name]) for name in meta["classes"]]
+    return [float(meta["threshold"])] * len(meta["classes"])
+
+
+def available_thresholds(meta: dict[str, Any]) -> list[float]:
+    """The ladder values at which every class of the set can still be re-thresholded exactly: the whole ladder
+    for a format-2 store, the rungs at or above every class's threshold for format 1 (below them the class
+    was not kept), none without a store."""
+    if not meta.get("confidence"):
+        return []
+    ladder = [float(t) for t in meta["ladder"]]
+    if store_format(meta) >= 2:
+        return ladder
+    floor = max(class_thresholds(meta))
+    return [t for t in ladder if t >= floor - 1e-9]
 
 
 def read_labelset(out: str | Path) -> dict[str, Any]:
