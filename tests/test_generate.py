@@ -29,12 +29,14 @@ from autolabel.generate.sharding import (
 from autolabel.generate.teacher import Teacher, threshold_batch
 from autolabel.labelset import confidence
 from autolabel.labelset.confidence import (
+    apply_rungs,
     load_confidence,
+    load_maps,
+    make_grid,
     make_ladder,
     quantise,
-    rethreshold_array,
     rung_index,
-    write_codes,
+    write_maps,
 )
 from autolabel.labelset.files import WriteSettings, finalise_image, label_relpath, label_stats
 from autolabel.models.checkpoint import LoadedCheckpoint
@@ -101,16 +103,69 @@ def test_rung_index_refuses_values_off_the_ladder_naming_the_valid_ones():
         rung_index(0.6, ladder, floor=0.7)
 
 
+def test_make_grid_holds_every_step_multiple_in_range_and_the_thresholds():
+    grid = make_grid(0.02, 0.3, 0.98, (0.55, 0.5))
+    assert grid[:3] == (0.3, 0.32, 0.34) and grid[-2:] == (0.96, 0.98)
+    assert 0.55 in grid and grid.count(0.5) == 1
+    assert len(grid) == 35 + 1  # 0.30 ... 0.98, and 0.55
+    assert make_grid(0.1, 0.3, 0.98) == (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    assert make_grid(0.05, 0.3, 0.4, (0.2,)) == (0.2, 0.3, 0.35, 0.4)  # a threshold below the grid is a rung too
+    with pytest.raises(LabelSetError, match="at most 255"):
+        make_grid(0.001, 0.0, 0.9)
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), rung=st.integers(0, 9))
 def test_rethreshold_from_codes_equals_thresholding_the_probabilities(seed, rung):
+    """A format-1 set (codes on a ladder from its threshold, classes from its labels) re-thresholds upwards."""
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(1, 4, 9, 11, generator=gen) * 3
     ladder = make_ladder(0.5)
     base = threshold_batch(logits, 0.5, ladder)
     direct = threshold_batch(logits, ladder[rung], make_ladder(ladder[rung]))
-    again = rethreshold_array(base.labels[0].numpy(), base.codes[0].numpy(), ladder[rung], ladder)
+    again = apply_rungs(base.labels[0].numpy(), base.codes[0].numpy(), [rung] * 4)
     assert np.array_equal(again, direct.labels[0].numpy())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), rungs=st.lists(st.integers(0, 34), min_size=4, max_size=4))
+def test_the_class_plane_re_thresholds_down_and_per_class(seed, rungs):
+    """Classes of every pixel + codes on a grid: any per-class thresholds on the grid, below the set's own
+    threshold too, give exactly what thresholding the probabilities at them gives."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 4, 9, 11, generator=gen) * 2
+    grid = make_grid(0.02, 0.3, 0.98, (0.9,))
+    base = threshold_batch(logits, 0.9, grid)
+    thresholds = [grid[j] for j in rungs]
+    direct = threshold_batch(logits, thresholds, grid)
+    for b in range(2):
+        again = apply_rungs(base.classes[b].numpy(), base.codes[b].numpy(), rungs)
+        assert np.array_equal(again, direct.labels[b].numpy())
+
+
+def test_per_class_thresholds_compare_each_pixel_with_its_own_class():
+    # p = 0.731 (class 0 wins) and p = 0.881 (class 1 wins)
+    logits = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])  # (1, 2, 1, 2)
+    assert threshold_batch(logits, [0.75, 0.85], (0.75, 0.85)).labels.tolist() == [[[255, 1]]]
+    assert threshold_batch(logits, [0.7, 0.9], (0.7, 0.9)).labels.tolist() == [[[0, 255]]]
+    assert threshold_batch(logits, [0.7, 0.9], (0.7, 0.9)).classes.tolist() == [[[0, 1]]]
+
+
+def test_the_histogram_counts_pixels_per_class_and_code():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, 6, generator=gen) * 3
+    grid = make_grid(0.1, 0.3, 0.9)
+    out = threshold_batch(logits, 0.5, grid, histogram=True)
+    assert out.histogram is not None and out.histogram.shape == (2, 3, len(grid) + 1)
+    for b in range(2):
+        for c in range(3):
+            for k in range(len(grid) + 1):
+                expected = int(((out.classes[b] == c) & (out.codes[b] == k)).sum())
+                assert out.histogram[b, c, k] == expected
+    encoded = confidence.encode_histogram(out.histogram[0].numpy())
+    assert np.array_equal(confidence.decode_histogram(encoded, 3, len(grid) + 1), out.histogram[0].numpy())
+    with pytest.raises(LabelSetError, match="expected 3 x 5"):
+        confidence.decode_histogram(encoded, 3, 5)
 
 
 def test_quantise_bins():
@@ -118,12 +173,16 @@ def test_quantise_bins():
     assert quantise(p, make_ladder(0.5)).tolist() == [0, 0, 1, 1, 2, 9, 10]
 
 
-def test_code_store_round_trip_and_overwrite(tmp_path):
-    codes = np.random.default_rng(0).integers(0, 11, (7, 13), dtype=np.uint8)
-    confidence.init_store(tmp_path, make_ladder(0.5))
-    nbytes = write_codes(tmp_path, "city/a/img", codes)
-    assert nbytes > 0 and np.array_equal(load_confidence(tmp_path, "city/a/img"), codes)
-    write_codes(tmp_path, "city/a/img", codes[::-1].copy())
+def test_store_round_trip_and_overwrite(tmp_path):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 36, (7, 13), dtype=np.uint8)
+    classes = rng.integers(0, 19, (7, 13), dtype=np.uint8)
+    confidence.init_store(tmp_path, make_grid(0.02, 0.3, 0.98))
+    nbytes = write_maps(tmp_path, "city/a/img", classes, codes)
+    assert nbytes > 0
+    maps = load_maps(tmp_path, "city/a/img")
+    assert maps.classes is not None and np.array_equal(maps.classes, classes) and np.array_equal(maps.codes, codes)
+    write_maps(tmp_path, "city/a/img", classes, codes[::-1].copy())
     assert np.array_equal(load_confidence(tmp_path, "city/a/img"), codes[::-1])
     leftovers = [p for p in (tmp_path / "confidence.zarr").rglob("*") if p.name.startswith(".")]
     assert leftovers == []
@@ -131,33 +190,35 @@ def test_code_store_round_trip_and_overwrite(tmp_path):
         load_confidence(tmp_path, "city/a/other")
 
 
-def test_code_arrays_are_the_arrays_zarr_itself_would_write(tmp_path):
-    """Plain zarr v3 (bytes + zstd) of the up-filtered codes, byte for byte what zarr writes for that array."""
+def test_store_arrays_are_the_arrays_zarr_itself_would_write(tmp_path):
+    """Plain zarr v3 (bytes + zstd) of the up-filtered planes, byte for byte what zarr writes for that array."""
     import json
 
     import zarr
     from zarr.codecs import ZstdCodec
 
-    codes = np.random.default_rng(1).integers(0, 11, (5, 7), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    classes, codes = rng.integers(0, 19, (5, 7), dtype=np.uint8), rng.integers(0, 36, (5, 7), dtype=np.uint8)
     ref = zarr.create_array(
         store=str(tmp_path / "ref"),
-        shape=(5, 7),
-        chunks=(5, 7),
+        shape=(2, 5, 7),
+        chunks=(1, 5, 7),
         dtype="uint8",
         fill_value=0,
         compressors=ZstdCodec(level=confidence.ZSTD_LEVEL),
         zarr_format=3,
-        attributes=confidence.UP_FILTER,
+        attributes={**confidence.UP_FILTER, **confidence.PLANES_ATTRIBUTE},
     )
-    ref[...] = confidence.up_filter(codes)
+    ref[...] = confidence.up_filter(np.stack([classes, codes]))
     expected = json.loads((tmp_path / "ref" / "zarr.json").read_text())
-    assert json.loads(confidence.array_metadata((5, 7))) == expected
-    write_codes(tmp_path, "img", codes)
+    assert json.loads(confidence.array_metadata((2, 5, 7))) == expected
+    write_maps(tmp_path, "img", classes, codes)
     ours = tmp_path / "confidence.zarr" / "img"
-    assert (ours / "c" / "0" / "0").read_bytes() == (tmp_path / "ref" / "c" / "0" / "0").read_bytes()
-    # a plain zarr reader gets the filtered rows; the documented cumsum gives the codes back
+    for chunk in ("c/0/0/0", "c/1/0/0"):
+        assert (ours / chunk).read_bytes() == (tmp_path / "ref" / chunk).read_bytes()
+    # a plain zarr reader gets the filtered rows; the documented cumsum gives the planes back
     stored = zarr.open_array(str(ours), mode="r")[...]
-    assert np.array_equal(np.cumsum(stored, axis=0, dtype=np.uint8), codes)
+    assert np.array_equal(np.cumsum(stored, axis=-2, dtype=np.uint8), np.stack([classes, codes]))
 
 
 def test_up_filter_is_each_row_minus_the_row_above_mod_256():
@@ -165,8 +226,9 @@ def test_up_filter_is_each_row_minus_the_row_above_mod_256():
     assert confidence.up_filter(codes).tolist() == [[3, 10], [1, (0 - 10) % 256], [0, 255]]
 
 
-def test_arrays_of_the_first_format_still_load(tmp_path):
-    """Label sets written before the up filter hold the plain codes and no "filter" attribute."""
+@pytest.mark.parametrize("filtered", [False, True])
+def test_arrays_of_the_first_format_still_load(tmp_path, filtered):
+    """Format-1 arrays: the codes alone, (H, W), plain (the first version) or up-filtered."""
     import zarr
 
     codes = np.random.default_rng(2).integers(0, 11, (6, 4), dtype=np.uint8)
@@ -177,14 +239,17 @@ def test_arrays_of_the_first_format_still_load(tmp_path):
         dtype="uint8",
         fill_value=0,
         zarr_format=3,
+        attributes={"filter": "up"} if filtered else None,
     )
-    array[...] = codes
-    assert np.array_equal(load_confidence(tmp_path, "old"), codes)
+    array[...] = confidence.up_filter(codes) if filtered else codes
+    maps = load_maps(tmp_path, "old")
+    assert maps.classes is None and np.array_equal(maps.codes, codes)
+    assert confidence.codes_problem(tmp_path, "old", (6, 4)) is None
 
 
-def test_rethreshold_array_checks_shapes():
+def test_apply_rungs_checks_shapes():
     with pytest.raises(LabelSetError, match="shape"):
-        rethreshold_array(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8), 0.5, (0.5,))
+        apply_rungs(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8), [0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,13 +285,16 @@ def test_label_stats_against_brute_force():
 def test_finalise_writes_label_codes_and_a_matching_row(tmp_path):
     labels = np.array([[0, 1, 255], [18, 255, 2]], np.uint8)
     codes = np.array([[3, 1, 0], [10, 0, 2]], np.uint8)
+    classes = np.array([[0, 1, 4], [18, 5, 2]], np.uint8)
     settings = WriteSettings(out=tmp_path, num_classes=19, shard="1/2", centroid_tile=8)
     sample = Sample(id="train_extra/c/c_0_0_leftImg8bit", image=Path("/in/c.png"))
-    row = finalise_image(settings, sample, labels, codes, 0.8, {}, 0.5)
+    row = finalise_image(settings, sample, labels, codes, 0.8, {}, 0.5, classes=classes, histogram="h")
     path = tmp_path / row["label"]
     assert np.array_equal(read_label(path), labels)
     assert row["label_sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
-    assert np.array_equal(load_confidence(tmp_path, sample.id), codes)
+    maps = load_maps(tmp_path, sample.id, expected=row["output_files"])
+    assert np.array_equal(maps.codes, codes) and maps.classes is not None and np.array_equal(maps.classes, classes)
+    assert row["confidence_histogram"] == "h"
     assert row["class_counts"][:3] == [1, 1, 1] and row["class_counts"][18] == 1 and row["ignore_count"] == 2
     assert (row["shard"], row["status"], row["height"], row["width"]) == ("1/2", "ok", 2, 3)
     # with label ids the PNG holds Cityscapes labelIds (ignore -> 0) and the row still counts train ids

@@ -22,7 +22,9 @@ from autolabel.data.io import read_image, read_label
 from autolabel.data.loading import check_same_size
 from autolabel.errors import DataError, LabelSetError
 from autolabel.labelset import read_labelset, read_manifest
-from autolabel.labelset.confidence import load_confidence, rethreshold_array, rung_index
+from autolabel.labelset.confidence import apply_rungs, load_maps
+from autolabel.labelset.meta import class_thresholds
+from autolabel.labelset.rethreshold import class_rungs
 from autolabel.train.sampling import PlanItem
 from autolabel.train.transforms import TrainTransform
 
@@ -70,8 +72,8 @@ class AutoLabelSource:
     Args:
         out: the label-set folder.
         classes: the class set being trained; the label set must have been made for the same classes.
-        threshold: re-threshold at load time from ``confidence.zarr`` (a value on the set's ladder, not
-            below the threshold the set was generated with); None keeps the stored labels.
+        threshold: re-threshold every class at load time from ``confidence.zarr`` (a value on the set's
+            ladder; in a format-1 store not below any class's threshold); None keeps the stored labels.
         coarse: image id -> human coarse label (dataset label values) for coarse fusion.
         coarse_classes: train ids taken from the coarse label wherever it says one of them.
     """
@@ -93,7 +95,7 @@ class AutoLabelSource:
             raise LabelSetError(f"{self.out}: the label set has no usable (status ok) images")
         self.rows = self.manifest.select(["id", "image", "label"]).to_pylist()
         self.ladder = tuple(self.meta["ladder"])
-        self.threshold = self._check_threshold(threshold)
+        self.rungs = self._check_threshold(threshold)
         self.label_lut = self._stored_value_lut(classes)
         self.coarse = coarse or {}
         self.coarse_classes = np.asarray(sorted(coarse_classes), dtype=np.uint8)
@@ -107,16 +109,16 @@ class AutoLabelSource:
                 f"{self.out}: the label set has classes {list(names)}, but training uses {list(classes.names)}"
             )
 
-    def _check_threshold(self, threshold: float | None) -> float | None:
-        if threshold is None or abs(threshold - float(self.meta["threshold"])) < 1e-9:
-            return None  # the stored labels already are this threshold
+    def _check_threshold(self, threshold: float | None) -> list[int] | None:
+        """The ladder position each class is re-thresholded at, or None when the stored labels already are."""
+        if threshold is None or all(abs(threshold - t) < 1e-9 for t in class_thresholds(self.meta)):
+            return None
         if not self.meta.get("confidence"):
             raise LabelSetError(
                 f"{self.out}: student.threshold = {threshold} needs the confidence store, "
                 "but this label set was generated without one (generate.confidence = false)"
             )
-        rung_index(threshold, self.ladder, floor=float(self.meta["threshold"]))  # raises naming valid values
-        return threshold
+        return class_rungs(self.meta, [threshold] * len(self.meta["classes"]))  # raises naming valid values
 
     def _stored_value_lut(self, classes: ClassSet) -> np.ndarray | None:
         """Label sets written with ``--label-ids`` store dataset label values; map them back to train ids."""
@@ -138,9 +140,11 @@ class AutoLabelSource:
         image = read_image(row["image"], self.max_pixels, exif_transpose=bool(row.get("exif_transposed")))
         label = read_label(label_path, self.label_lut, self.max_pixels)
         check_same_size(image, label, label_path)
-        if self.threshold is not None:
-            codes = load_confidence(self.out, row["id"])
-            label = rethreshold_array(label, codes, self.threshold, self.ladder)
+        if self.rungs is not None:
+            maps = load_maps(self.out, row["id"])
+            # format 2 keeps every pixel's class (down and up); format 1 only the label's (up only)
+            source = label if maps.classes is None else maps.classes
+            label = apply_rungs(source, maps.codes, self.rungs, int(self.meta.get("ignore_index", 255)))
         coarse_path = self.coarse.get(row["id"])
         if coarse_path is not None and self.coarse_classes.size:
             label = fuse_coarse(label, read_label(coarse_path, self.coarse_lut), self.coarse_classes)
