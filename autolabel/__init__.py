@@ -23,6 +23,7 @@ __all__ = [
     "AutolabelError",
     "__version__",
     "audit_labels",
+    "diff_labelsets",
     "evaluate_checkpoint",
     "generate_labels",
     "load_config",
@@ -37,6 +38,7 @@ __all__ = [
 if TYPE_CHECKING:
     from autolabel.api import (
         audit_labels,
+        diff_labelsets,
         evaluate_checkpoint,
         generate_labels,
         load_config,

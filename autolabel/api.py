@@ -34,6 +34,7 @@ from autolabel.generate.planner import LabelPlan
 from autolabel.generate.planner import plan_labels as plan_generate
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.generate.sharding import Shard, parse_shard, shard_from_env
+from autolabel.labelset.diff import diff_labelsets as _diff_labelsets
 from autolabel.labelset.verify import VerifyReport
 from autolabel.labelset.verify import verify_labelset as _verify_labelset
 from autolabel.models.device import resolve_device
@@ -43,6 +44,7 @@ from autolabel.train.state import Position
 
 __all__ = [
     "audit_labels",
+    "diff_labelsets",
     "evaluate_checkpoint",
     "generate_labels",
     "load_config",
@@ -386,3 +388,26 @@ def verify_labels(labels: str | Path, *, check_inputs: bool = True) -> VerifyRep
         check_inputs: also list the inputs again and check each has exactly one row.
     """
     return _verify_labelset(labels, check_inputs=check_inputs)
+
+
+def diff_labelsets(
+    a: str | Path,
+    b: str | Path,
+    *,
+    top: int = 10,
+    config: PipelineConfig | str | Path | None = None,
+    on_total: CountFn | None = None,
+    on_image: CountFn | None = None,
+) -> dict[str, Any]:
+    """What changed from label set ``a`` to ``b`` over the images both labelled (what ``autolabel diff``
+    prints): per class pixels gained, lost and flipped, the changed share, the confusion matrix A -> B
+    (ignore included) and the ``top`` images that changed most.
+
+    Args:
+        a, b: label-set folders with the same class list.
+        top: how many of the most-changed images to list.
+        config: a pipeline config or its path (only ``data.max_image_pixels`` is used).
+        on_total, on_image: progress callbacks (images).
+    """
+    max_pixels = _config(config).data.max_image_pixels
+    return _diff_labelsets(a, b, top=top, max_pixels=max_pixels, on_total=on_total, on_image=on_image)
