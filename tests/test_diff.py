@@ -1,4 +1,4 @@
-"""`autolabel diff`: counts on hand-made label sets, the table, the CLI, the report section."""
+"""`autolabel diff`: counts on hand-made label sets, the table, the CLI, the report section, and lineage."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from autolabel.data.datasets import Sample
 from autolabel.errors import LabelSetError
 from autolabel.labelset.diff import diff_labelsets, diff_table, image_confusion, largest_transitions
 from autolabel.labelset.files import WriteSettings, finalise_image
+from autolabel.labelset.lineage import lineage, record_round
 from autolabel.report.diff import diff_section, read_diff
 
 N = 255  # ignore
@@ -174,3 +175,17 @@ def test_report_section_shows_the_diff(pair, tmp_path: Path):
     path.write_text("{}")
     with pytest.raises(Exception, match="not a label-set diff"):
         read_diff(path)
+
+
+def test_round_lineage_names_teacher_and_parent_and_keeps_the_id(tmp_path: Path):
+    first = write_set(tmp_path / "round-1" / "labels", {"x": A_X}, teacher="ab" * 32)
+    second = write_set(tmp_path / "round-2" / "labels", {"x": B_X}, teacher="cd" * 32)
+    ids = [labelset.read_labelset(p)["labelset_id"] for p in (first, second)]
+    record_round(first, index=1, teacher=tmp_path / "t.pt", teacher_sha256="ab" * 32, parent=None)
+    meta = record_round(second, index=2, teacher=tmp_path / "s.pt", teacher_sha256="cd" * 32, parent=first)
+    # lineage says where the set came from, not what it holds: the id is unchanged, recomputed or not
+    assert meta["labelset_id"] == labelset.labelset_id(meta) == ids[1] and meta["parent_labelset_id"] == ids[0]
+    assert meta["round"]["parent"] == "../../round-1/labels" and meta["round"]["teacher"] == "../../s.pt"
+    assert [m["labelset_id"] for m in lineage(second)] == [ids[1], ids[0]]
+    with pytest.raises(LabelSetError, match="labelled by teacher"):
+        record_round(second, index=2, teacher=tmp_path / "t.pt", teacher_sha256="ab" * 32, parent=first)
