@@ -41,6 +41,8 @@ from autolabel.models.device import resolve_device
 from autolabel.models.evaluation import EvalSettings
 from autolabel.train.loop import FitResult, fit
 from autolabel.train.state import Position
+from autolabel.workflows.rounds import City, RoundsSettings, parse_stop_rule
+from autolabel.workflows.rounds import run_rounds as _run_rounds
 
 __all__ = [
     "audit_labels",
@@ -51,6 +53,7 @@ __all__ = [
     "plan_labels",
     "read_labelset",
     "read_manifest",
+    "run_rounds",
     "train_student",
     "train_teacher",
     "verify_labels",
@@ -411,3 +414,51 @@ def diff_labelsets(
     """
     max_pixels = _config(config).data.max_image_pixels
     return _diff_labelsets(a, b, top=top, max_pixels=max_pixels, on_total=on_total, on_image=on_image)
+
+
+def run_rounds(
+    config: str | Path,
+    out: str | Path,
+    *,
+    rounds: int = 2,
+    overrides: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    jobs: int = 2,
+    stop_when: str | None = None,
+    synthetic: bool | City = False,
+    report: bool = True,
+    command: str = "autolabel.run_rounds",
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Self-training rounds (``autolabel rounds``): round 1 trains a teacher on fine labels, labels the pool
+    and trains a student; round k+1 labels the pool with round k's student and trains a new student. Resumes
+    an interrupted run in ``out``; returns what ``out/rounds.json`` holds.
+
+    Args:
+        config: a pipeline TOML (``pipelines/demo.toml``).
+        out: the run folder (``round-k/`` per round; ``seed-S/round-k/`` with ``seeds``).
+        rounds: how many rounds at most.
+        overrides: ``"train.lr=0.01"``-style config overrides.
+        seeds: training seeds, one chain of rounds each, ``jobs`` side by side (default: one chain with the
+            config's ``train.seed``).
+        jobs: chains trained side by side, one torch thread each.
+        stop_when: ``"changed<X"`` or ``"miou-plateau[<D]"``: stop after the first round where it fires.
+        synthetic: make a synthetic city in ``out/city`` and train on it: True for the demo's size, or a
+            :class:`~autolabel.workflows.rounds.City` (image counts, size, seed).
+        report: write each round's label-set report (with the diff from the round before).
+        command: how the results name what produced them.
+        on_stage: called with a line of text as each stage starts.
+    """
+    settings = RoundsSettings(
+        out=Path(out),
+        config=Path(config),
+        rounds=rounds,
+        overrides=tuple(overrides),
+        city=synthetic if isinstance(synthetic, City) else City() if synthetic else None,
+        seeds=tuple(seeds) if seeds is not None else None,
+        jobs=jobs,
+        stop_when=parse_stop_rule(stop_when) if stop_when is not None else None,
+        report=report,
+        command=command,
+    )
+    return _run_rounds(settings, on_stage=on_stage)
