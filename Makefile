@@ -14,7 +14,7 @@ help:
 	@echo "make test       - run the test suite (sets up .venv)"
 	@echo "make lint       - ruff check, ruff format --check, mypy"
 	@echo "make reproduce  - the paper's findings in miniature -> results/ (REPRO_SEEDS=$(REPRO_SEEDS))"
-	@echo "make rounds     - self-training rounds on the synthetic city (ROUNDS=$(ROUNDS) ROUNDS_SEEDS= STOP_WHEN=)"
+	@echo "make rounds     - self-training rounds on the synthetic city (ROUNDS=$(ROUNDS) ROUNDS_SEEDS= ROUNDS_JOBS= STOP_WHEN=)"
 	@echo "make bench      - benchmarks -> results/bench.json (BENCH_QUICK=1 for the short version)"
 	@echo "make soak       - 20,000 tiny images through generate, interrupted twice"
 	@echo ""
@@ -58,6 +58,7 @@ REPRO_SEEDS ?= 3
 ROUNDS ?= 2
 ROUNDS_OUT ?= runs/rounds
 ROUNDS_SEEDS ?=
+ROUNDS_JOBS ?= 2
 STOP_WHEN ?=
 
 demo: $(STAMP)
@@ -69,7 +70,7 @@ reproduce: $(STAMP)
 # round 1 = the demo's teacher -> labels -> student; round k+1 relabels with round k's student (docs/rounds.md)
 rounds: $(STAMP)
 	$(AUTOLABEL) rounds --config pipelines/demo.toml --synthetic --rounds $(ROUNDS) --out $(ROUNDS_OUT) \
-		$(if $(ROUNDS_SEEDS),--seeds $(ROUNDS_SEEDS)) $(if $(STOP_WHEN),--stop-when '$(STOP_WHEN)') \
+		$(if $(ROUNDS_SEEDS),--seeds $(ROUNDS_SEEDS) --jobs $(ROUNDS_JOBS)) $(if $(STOP_WHEN),--stop-when '$(STOP_WHEN)') \
 		$(foreach s,$(SET),--set $(s))
 
 bench: $(STAMP)
