@@ -164,6 +164,8 @@ def test_cli_diff_writes_json_and_table(pair, tmp_path: Path):
     saved = json.loads((tmp_path / "d.json").read_text())
     assert saved["changed"] == 5 and json.loads((tmp_path / "o" / "diff.json").read_text()) == saved
     assert "pixels changed" in (tmp_path / "o" / "diff.txt").read_text()
+    printed = CliRunner().invoke(main, ["diff", str(a), str(b), "--json", "-"])
+    assert printed.exit_code == 0 and json.loads(printed.stdout)["changed"] == 5  # the warning is on stderr
 
 
 def test_report_section_shows_the_diff(pair, tmp_path: Path):

@@ -19,6 +19,7 @@ never sees half an array and no two writers ever share a file (no sharding codec
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -61,8 +62,15 @@ def make_ladder(threshold: float, step: float = 0.05, top: float = 0.95) -> tupl
 def quantise(max_prob: torch.Tensor, ladder: Sequence[float]) -> torch.Tensor:
     """Codes (uint8, same shape): the number of rungs strictly below each probability. Runs on any device."""
     # float32 rungs: the comparison must be the one `threshold_batch` (generate.teacher) makes
-    rungs = torch.tensor(list(ladder), dtype=max_prob.dtype, device=max_prob.device)
+    rungs = _rungs(tuple(ladder), max_prob.dtype, max_prob.device)
     return torch.bucketize(max_prob, rungs, right=False).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _rungs(ladder: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ladder as a tensor on ``device``, made once: a fresh one per batch would wait for the host on a GPU."""
+    with torch.inference_mode(False):
+        return torch.tensor(ladder, dtype=dtype, device=device)
 
 
 def rung_index(threshold: float, ladder: Sequence[float], floor: float | None = None) -> int:
