@@ -107,11 +107,11 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 3).")
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
 @click.option(
-    "--recheck-inputs",
-    is_flag=True,
+    "--recheck-inputs/--no-recheck-inputs",
+    default=False,
     help="Hash every input again, and relabel images whose rows have no input fingerprint (older manifests).",
 )
-@click.option("--wait", is_flag=True, help="If another job is labelling this shard into --out, wait for it.")
+@click.option("--wait/--no-wait", default=False, help="If another job is labelling this shard into --out, wait for it.")
 @alias_option("--dataset", "--data", "--data SPEC (same grammar)")
 @alias_option("--images", "--data", "--data DIR (a folder of images)", convert=lambda v: f"folder:{v}")
 @alias_option("--label-ids", "--values", "--values label-ids", is_flag=True, convert=lambda v: "label-ids")

@@ -41,14 +41,16 @@ STORE_NAME = "confidence.zarr"
 STORE_FORMAT = 2  # of confidence.zarr (autolabel.labelset.confidence); labelset.json "store_format", absent: 1
 REPORT_DIR = "report"  # `autolabel report`'s default destination: not part of the label set, never checked
 FORMAT_VERSION = 1
-# Keys of labelset.json that are not part of the id: where the inputs came from, the id itself, and
-# provenance of derived sets (the parent, how it was derived, the calibration file's path, which thresholds
-# remain available: a function of the hashed keys)
+# Keys of labelset.json that are not part of the id: where the inputs and the set came from (the parent
+# label set, the self-training round, how a derived set was derived, the calibration file's path), the
+# thresholds that remain available (a function of the hashed keys), and the id itself. The teacher's sha256
+# already pins the labels.
 _UNHASHED = (
     "labelset_id",
     "source",
     "rethresholded_from",
     "parent_labelset_id",
+    "round",
     "derived",
     "calibration_file",
     "ladder_available",
