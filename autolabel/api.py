@@ -34,15 +34,18 @@ from autolabel.data.io import image_size
 from autolabel.data.sources import Source, index_by_name, lookup, parse_source, require_labels, train_data
 from autolabel.errors import ConfigError, DataError, OutputError
 from autolabel.evaluate.audit import CITYSCAPES_REFERENCES, audit_labelset
+from autolabel.evaluate.calibrate import CalibrationSettings, calibrate
 from autolabel.evaluate.checkpoint import evaluate_checkpoint as _evaluate_checkpoint
 from autolabel.evaluate.predictions import LABEL_IDS_DIR, prediction_folder
 from autolabel.evaluate.predictions import evaluate_predictions as _evaluate_predictions
-from autolabel.fs import output_dir_problem
+from autolabel.fs import output_dir_problem, write_json
 from autolabel.generate.planner import LabelPlan
 from autolabel.generate.planner import plan_labels as plan_generate
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.generate.sharding import Shard, parse_shard, shard_from_env
+from autolabel.labelset.calibration import CALIBRATION_FILE, parse_class_thresholds
 from autolabel.labelset.diff import diff_labelsets as _diff_labelsets
+from autolabel.labelset.rethreshold import RethresholdResult, ThresholdRequest, rethreshold
 from autolabel.labelset.verify import VerifyReport
 from autolabel.labelset.verify import verify_labelset as _verify_labelset
 from autolabel.metrics import SegMetrics
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "audit_labels",
+    "calibrate_teacher",
     "diff_labelsets",
     "evaluate_checkpoint",
     "evaluate_predictions",
@@ -65,6 +69,7 @@ __all__ = [
     "plan_labels",
     "read_labelset",
     "read_manifest",
+    "rethreshold_labels",
     "run_rounds",
     "train_student",
     "train_teacher",
@@ -604,6 +609,108 @@ def audit_labels(
         on_image=(lambda: on_image(1)) if on_image is not None else None,
         name=data.spec() if isinstance(data, Source) else str(data),
     )
+
+
+def calibrate_teacher(
+    teacher: str | Path,
+    data: str | Source,
+    out: str | Path,
+    *,
+    config: PipelineConfig | str | Path | None = None,
+    target_precision: float = 0.95,
+    per_class_temperature: bool = False,
+    max_pixels: int = 1_000_000,
+    min_pixels: int = 500,
+    values: Values = "label-ids",
+    on_total: CountFn | None = None,
+    on_image: CountFn | None = None,
+) -> dict[str, Any]:
+    """Calibrate a teacher on labelled images and write ``OUT/calibration.json`` (returned as a dict).
+
+    The teacher runs as ``generate`` runs it with ``config``'s ``[generate]`` (scales, flip, tiling, precision,
+    batch size, device). See :mod:`autolabel.evaluate.calibrate` for what is measured and chosen.
+
+    Args:
+        teacher: the teacher checkpoint.
+        data: labelled images: a dataset spec or source (``config`` means the config's validation split).
+        out: folder to write ``calibration.json`` into (created).
+        config: the pipeline config (classes, normalisation, ``[generate]``).
+        target_precision: per-class thresholds are the lowest reaching this precision, in (0, 1].
+        per_class_temperature: fit one temperature per predicted class instead of one scalar.
+        max_pixels: labelled pixels sampled (deterministically) for the fit and the curves.
+        min_pixels: sampled pixels a class (and a threshold) needs to count; fewer: the global threshold.
+        values: what the label files hold (``label-ids`` or ``train-ids``).
+        on_total, on_image: progress callbacks (images).
+    """
+    cfg = _config(config)
+    if not 0.0 < target_precision <= 1.0:
+        raise ConfigError(f"target_precision: {target_precision} is out of range, expected a value in (0, 1]")
+    if max_pixels < 1 or min_pixels < 1:
+        raise ConfigError(f"max_pixels ({max_pixels}) and min_pixels ({min_pixels}) must be at least 1")
+    source = _source(data, cfg, cfg.data.val_split)
+    samples = require_labels(source.discover(), str(data))
+    check_scales(samples, cfg.generate.scales, cfg.generate.tile_size, exif=cfg.data.exif_transpose)
+    out = Path(out)
+    check_output_dir(out, "out")
+    settings = CalibrationSettings(
+        target_precision=float(target_precision),
+        per_class_temperature=per_class_temperature,
+        max_pixels=int(max_pixels),
+        min_pixels=int(min_pixels),
+    )
+    if on_total is not None:
+        on_total(len(samples))
+    payload = calibrate(
+        Path(teacher),
+        samples,
+        class_set_from_config(cfg.classes),
+        generate=cfg.generate,
+        data=cfg.data,
+        settings=settings,
+        labels_are_train_ids=_train_ids(values, "values"),
+        data_name=source.spec(),
+        split=source.split or None,
+        on_image=(lambda: on_image(1)) if on_image is not None else None,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CALIBRATION_FILE, payload)
+    return payload
+
+
+def rethreshold_labels(
+    labels: str | Path,
+    *,
+    threshold: float | None = None,
+    class_thresholds: str | dict[str, float] | None = None,
+    calibration: str | Path | None = None,
+    portion: float | None = None,
+    out: str | Path | None = None,
+    in_place: bool = False,
+    overwrite: bool = False,
+    on_total: CountFn | None = None,
+    on_image: CountFn | None = None,
+) -> RethresholdResult:
+    """A new label set at other thresholds, from ``labels``' confidence store (no teacher needed).
+
+    Give ``threshold`` and/or ``class_thresholds`` (a mapping, ``"road=0.9,car=0.8"`` or a JSON/TOML file),
+    or ``calibration`` (a ``calibration.json`` for the set's teacher), or ``portion`` (CBST: per class the most
+    confident share). The result goes into ``out`` (default: a new folder next to ``labels``) or, with
+    ``in_place``, rewrites ``labels``; it is verified (``result.problems``). See
+    :mod:`autolabel.labelset.rethreshold`.
+    """
+    per_class = parse_class_thresholds(class_thresholds) if isinstance(class_thresholds, str) else class_thresholds
+    request = ThresholdRequest(
+        threshold=threshold,
+        class_thresholds=dict(per_class or {}),
+        calibration=Path(calibration) if calibration is not None else None,
+        portion=portion,
+    )
+    request.check()
+    if out is not None:
+        check_output_dir(Path(out), "out")
+    if on_total is not None:
+        on_total(labelset.read_manifest(labels).num_rows)
+    return rethreshold(labels, request, out, in_place=in_place, overwrite=overwrite, on_image=on_image)
 
 
 def read_labelset(labels: str | Path) -> dict[str, Any]:

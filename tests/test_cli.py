@@ -411,7 +411,7 @@ EXIT_CODES = [
     ("verify error rows", lambda p: ["verify", p["broken"]], 3),
     ("verify missing folder", lambda p: ["verify", p["tmp"] / "nothing"], 2),
     ("verify not a label set", lambda p: ["verify", p["city"]], 2),
-    ("rethreshold off the ladder", lambda p: ["rethreshold", p["labelled"], "--threshold", "0.52"], 2),
+    ("rethreshold off the ladder", lambda p: ["rethreshold", p["labelled"], "--threshold", "0.525"], 2),
     ("evaluate missing checkpoint", lambda p: ["evaluate", "--checkpoint", p["tmp"] / "x.pt", "--data", p["val"]], 2),
     ("evaluate both inputs", lambda p: ["evaluate", "--checkpoint", "a", "--predictions", "b", "--data", p["val"]], 2),
     ("evaluate-labels unknown data", lambda p: ["evaluate-labels", p["labelled"], "--data", "nonsense"], 2),

@@ -1,4 +1,4 @@
-"""`autolabel generate | manifest | rethreshold | verify`: the auto-labelling commands."""
+"""`autolabel generate | manifest | verify`: the auto-labelling commands (`rethreshold`: cli/quality.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from autolabel.cli.base import (
     main,
     parse_list,
     plural,
-    progress,
     resolve_alias,
     set_option,
     values_option,
@@ -61,6 +60,13 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
     type=float,
     default=None,
     help="Keep a pixel's class only where the max probability exceeds this, else 255 [generate.threshold].",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="`autolabel calibrate`'s calibration.json for this teacher: logits / T, per-class thresholds "
+    "[generate.calibration].",
 )
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass [generate.batch_size].")
 @click.option(
@@ -128,6 +134,7 @@ def generate_cmd(
     scales: str | None,
     flip: bool | None,
     threshold: float | None,
+    calibration: Path | None,
     batch_size: int | None,
     device: str | None,
     precision: str | None,
@@ -166,6 +173,7 @@ def generate_cmd(
         Flag("--scales", "generate.scales", parse_list(scales, "--scales")),
         Flag("--flip", "generate.flip", flip),
         Flag("--threshold", "generate.threshold", threshold),
+        Flag("--calibration", "generate.calibration", calibration),
         Flag("--batch-size", "generate.batch_size", batch_size),
         Flag("--device", "generate.device", device),
         Flag("--precision", "generate.precision", precision),
@@ -221,6 +229,7 @@ def generate_cmd(
         f"label set {result.labelset_id} in {out}: {result.ok} labelled, {result.skipped} already done, "
         f"{plural(len(result.errors), 'error')}, {result.seconds:.1f} s"
     )
+    _warn_if_useless(out)
     if result.errors:
         if dask_scheduler is not None:
             # workers of a remote cluster warn in their own logs; here is the one place the user sees why
@@ -230,6 +239,15 @@ def generate_cmd(
         finished_with_errors(
             f"{plural(len(result.errors), 'image')} could not be labelled; `autolabel manifest {out}` lists why"
         )
+
+
+def _warn_if_useless(out: Path) -> None:
+    """Say so loudly when the label set is all but useless (almost no labelled pixel, non-finite confidences)."""
+    from autolabel import labelset as labelsets
+    from autolabel.labelset.manifest import quality_warnings
+
+    for warning in quality_warnings(labelsets.read_manifest(out, status=None)):
+        click.secho(f"warning: {warning}", err=True, fg="yellow")
 
 
 def _data(spec: str | None, config_path: Path | None, cfg: PipelineConfig) -> str:
@@ -301,44 +319,6 @@ def manifest_cmd(labelset: Path) -> None:
         click.echo(f"error: {image_id}: {message}")
     if len(summary["errors"]) > 20:
         click.echo(f"... and {len(summary['errors']) - 20} more errors (all in {labelsets.MERGED_MANIFEST})")
-
-
-@main.command("rethreshold", short_help="Re-threshold a label set, no teacher needed.")
-@LABELSET
-@click.option(
-    "--threshold",
-    type=float,
-    required=True,
-    help="A value on the label set's confidence ladder (labelset.json 'ladder'), at or above its threshold.",
-)
-@click.option(
-    "--out",
-    type=FOLDER,
-    default=None,
-    help="Folder of the new label set [default: rewrite LABELSET in place].",
-)
-@click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
-def rethreshold_cmd(labelset: Path, threshold: float, out: Path | None, overwrite: bool) -> None:
-    """Re-threshold LABELSET from its confidence store (no teacher needed): the same labels as a fresh
-    `generate --threshold T` would write."""
-    from autolabel import labelset as labelsets
-    from autolabel.labelset.rethreshold import rethreshold
-
-    apply_flags(PipelineConfig(), [Flag("--threshold", "generate.threshold", threshold)])  # 0 <= T < 1 first
-    if out is not None:
-        check_out_dir(out)
-    meta = labelsets.read_labelset(labelset)
-    total = sum(status == "ok" for status in labelsets.read_all_rows(labelset).column("status").to_pylist())
-    with progress(length=total, label="re-thresholding") as bar:
-        result = rethreshold(labelset, threshold, out, overwrite=overwrite, on_image=bar.update)
-    click.echo(
-        f"re-thresholded {plural(result.images, 'image')} at {threshold:g} (was {meta['threshold']:g}): "
-        f"label set {result.labelset_id} in {result.out}"
-    )
-    if result.errors:
-        finished_with_errors(
-            f"{plural(result.errors, 'image')} could not be re-thresholded: error rows in the manifest"
-        )
 
 
 @main.command("verify", short_help="Check a label set on disk (exit 3 on problems).")
