@@ -23,7 +23,7 @@ from autolabel.evaluate.audit import audit_labelset, cityscapes_reference
 from autolabel.evaluate.predictions import LABEL_IDS_DIR, TRAIN_IDS_DIR, PredictionWriter, label_id_name
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.labelset import read_labelset, read_manifest
-from autolabel.labelset.confidence import write_codes
+from autolabel.labelset.confidence import write_maps
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 from autolabel.models.evaluation import EvalSettings, evaluate_model
@@ -182,8 +182,9 @@ def test_data_specs(city, tmp_path):
 
 @pytest.fixture(scope="module")
 def audited_set(city, tmp_path_factory):
-    """A label set over the val images (which have gtFine) whose labels and codes we then control: the ground
-    truth with 20% of pixels changed, confidence codes at random, code 0 <=> ignored (as generate writes)."""
+    """A label set over the val images (which have gtFine) whose store and labels we then control: the teacher's
+    class is the ground truth with 20% of pixels changed, confidence codes at random, the label that class where
+    the code is above the set's threshold's rung (as generate writes)."""
     tmp = tmp_path_factory.mktemp("audit")
     torch.manual_seed(0)
     cfg = ModelConfig(width="tiny")
@@ -194,26 +195,28 @@ def audited_set(city, tmp_path_factory):
         discover_cityscapes(city, "val"),
     )
     rng = np.random.default_rng(0)
-    rungs = len(read_labelset(out)["ladder"])
+    ladder = read_labelset(out)["ladder"]
+    own = ladder.index(0.5)
     truth = {}
     for row in read_manifest(out).to_pylist():
         gt = read_label(cityscapes_reference(row["image"], "gtFine"), LUT)
-        auto = np.where(rng.random(gt.shape) < 0.2, rng.integers(0, 19, gt.shape), gt).astype(np.uint8)
-        auto[gt == 255] = rng.integers(0, 19)
-        codes = rng.integers(0, rungs + 1, gt.shape).astype(np.uint8)
-        auto[codes == 0] = 255
+        classes = np.where(rng.random(gt.shape) < 0.2, rng.integers(0, 19, gt.shape), gt).astype(np.uint8)
+        classes[gt == 255] = rng.integers(0, 19)
+        codes = rng.integers(0, len(ladder) + 1, gt.shape).astype(np.uint8)
+        auto = np.where(codes > own, classes, 255).astype(np.uint8)
         write_label_png(out / row["label"], auto)
-        write_codes(out, row["id"], codes)
-        truth[row["id"]] = (gt, auto, codes)
+        write_maps(out, row["id"], classes, codes)
+        truth[row["id"]] = (gt, auto, codes, classes)
     return out, truth
 
 
 def expected_precision(truth, rung: int, cls: int) -> float | None:
+    """Precision of class ``cls`` among the pixels whose code is above ``rung`` (the store's classes)."""
     tp = fp = 0
-    for gt, auto, codes in truth.values():
-        kept = (codes > rung) & (gt != 255) & (auto != 255)
-        tp += np.sum(kept & (auto == cls) & (gt == cls))
-        fp += np.sum(kept & (auto == cls) & (gt != cls))
+    for gt, _, codes, classes in truth.values():
+        kept = (codes > rung) & (gt != 255)
+        tp += np.sum(kept & (classes == cls) & (gt == cls))
+        fp += np.sum(kept & (classes == cls) & (gt != cls))
     return None if tp + fp == 0 else tp / (tp + fp)
 
 
@@ -221,21 +224,22 @@ def test_audit_matches_a_direct_computation(audited_set):
     out, truth = audited_set
     report = audit_labelset(out, "gtFine", CITYSCAPES)
     assert report["images"] == 4 and report["images_without_reference"] == 0
-    total = sum(a.size for _, a, _ in truth.values())
-    ignored = sum(np.sum(a == 255) for _, a, _ in truth.values())
+    total = sum(a.size for _, a, _, _ in truth.values())
+    ignored = sum(np.sum(a == 255) for _, a, _, _ in truth.values())
     assert report["coverage"] == pytest.approx(1 - ignored / total, abs=1e-6)
     road = CITYSCAPES.index("road")
-    recall_num = sum(np.sum((a == road) & (g == road)) for g, a, _ in truth.values())
-    recall_den = sum(np.sum((g == road) & (a != 255)) for g, a, _ in truth.values())
+    recall_num = sum(np.sum((a == road) & (g == road)) for g, a, _, _ in truth.values())
+    recall_den = sum(np.sum((g == road) & (a != 255)) for g, a, _, _ in truth.values())
     assert report["classes"]["road"]["recall"] == pytest.approx(recall_num / recall_den, abs=1e-6)
-    want = expected_precision(truth, 0, road)
+    own = read_labelset(out)["ladder"].index(0.5)  # at the set's own threshold: what its labels say
+    want = expected_precision(truth, own, road)
     assert report["classes"]["road"]["precision"] == pytest.approx(want, abs=1e-6)
     # the sweep: a pixel survives rung j iff its code > j
     sweep = report["sweep"]
     assert [s["threshold"] for s in sweep] == read_labelset(out)["ladder"]
     coverages = [s["coverage"] for s in sweep]
     assert coverages == sorted(coverages, reverse=True) and coverages[0] > coverages[-1]
-    for rung in (0, 3, len(sweep) - 1):
+    for rung in (0, 3, own, len(sweep) - 1):  # below the set's threshold too: the store has every class
         for name in ("road", "building", "sky"):
             want = expected_precision(truth, rung, CITYSCAPES.index(name))
             got = sweep[rung]["precision"][name]
@@ -245,7 +249,7 @@ def test_audit_matches_a_direct_computation(audited_set):
 def test_audit_of_a_perfect_label_set_is_perfect(audited_set, tmp_path):
     out, truth = audited_set
     # a folder reference holding the auto labels themselves (as train ids) must score 1.0 everywhere
-    for image_id, (_, auto, _) in truth.items():
+    for image_id, (_, auto, _, _) in truth.items():
         write_label_png(tmp_path / f"{image_id}.png", auto)
     report = audit_labelset(out, str(tmp_path), CITYSCAPES, reference_train_ids=True)
     assert report["miou"] == 1.0 and report["accuracy"] == 1.0

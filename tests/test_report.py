@@ -95,7 +95,10 @@ def make_labelset(out: Path, root: Path, n: int, errors: int = 0, attention: boo
     for i, sample in enumerate(samples[:n]):
         labels, codes = auto_maps(i)
         attn = {"attn_0.5x": np.full((H // 2, W // 2), 200, np.uint8), "attn_1x": np.full((H, W), 50, np.uint8)}
-        rows.append(finalise_image(settings, sample, labels, codes, 0.1 * i, attn if attention else {}, 0.25))
+        # the teacher's class of every pixel: where the label ignores it, a class the curves do not check
+        classes = np.where(labels == 255, CITYSCAPES.index("bicycle"), labels).astype(np.uint8)
+        kept_attn = attn if attention else {}
+        rows.append(finalise_image(settings, sample, labels, codes, 0.1 * i, kept_attn, 0.25, classes=classes))
     rows += [error_row(s, "corrupt or truncated image", "0/1", 0.5) for s in samples[n : n + errors]]
     labelset.write_part(out, rows)
     return meta

@@ -1,11 +1,13 @@
 """Auditing an auto-label set against human labels (`autolabel evaluate-labels`).
 
 For every image of the set that has a reference label, one pass counts pixels by (reference class, auto
-class, confidence code). Everything else follows from that histogram: at the set's own threshold, per-class
-precision / recall / IoU on the pixels both label (auto-label "ignore" is not an error, it is missing
-coverage), and the coverage (share of pixels the auto label does not ignore); and, when the confidence store
-exists, the same precision and coverage for every threshold on the set's ladder (a pixel survives threshold
-``ladder[j]`` iff its code is ``> j``), without reading any image twice.
+label) and by (reference class, teacher class, confidence code). From the first, at the set's own thresholds:
+per-class precision / recall / IoU on the pixels both label (auto-label "ignore" is not an error, it is missing
+coverage), and the coverage (share of pixels the auto label does not ignore). From the second, when the
+confidence store exists, the same precision and coverage for every threshold on the set's ladder (a pixel
+survives threshold ``ladder[j]`` iff its code is ``> j``), without reading any image twice: the teacher's class
+is the store's class plane (every pixel, so thresholds below the set's own are measured too), or in format-1
+stores the label's (their ladder starts at the set's threshold).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from autolabel.classes import ClassSet
 from autolabel.data.io import read_label
 from autolabel.errors import DataError, LabelSetError
 from autolabel.labelset import read_labelset, read_manifest
-from autolabel.labelset.confidence import has_codes, load_confidence
+from autolabel.labelset.confidence import has_codes, load_maps
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,7 @@ def audit_labelset(
     lut = classes.label_to_train_lut()
     auto_lut = lut if meta.get("label_values") == "label_ids" else None
     hist = AuditHistogram(classes.num_classes, len(ladder) + 1)
+    own = AuditHistogram(classes.num_classes, 1)  # at the set's own thresholds: the labels as they are
     images, with_codes, without_reference = 0, 0, 0
     for row in read_manifest(out).to_pylist():
         ref_path = reference_path(row, reference)
@@ -177,12 +180,11 @@ def audit_labelset(
                 f"{ref_path}: reference is {ref.shape[1]}x{ref.shape[0]}, the auto label "
                 f"{out / row['label']} is {auto.shape[1]}x{auto.shape[0]}"
             )
-        codes = _codes(out, row["id"], auto)
-        if codes is None:  # without a store: labelled pixels are "above the set's threshold", code 1
-            codes = (auto != classes.ignore_index).astype(np.uint8)
-        else:
+        own.update(ref, auto, np.zeros_like(auto))
+        maps = _maps(out, row["id"], auto)
+        if maps is not None:
             with_codes += 1
-        hist.update(ref, auto, codes)
+            hist.update(ref, auto if maps[0] is None else maps[0], maps[1])
         images += 1
         if on_image is not None:
             on_image()
@@ -197,20 +199,21 @@ def audit_labelset(
         "threshold": meta["threshold"],
         "images": images,
         "images_without_reference": without_reference,
-        **scores(hist.kept(0), classes.names),
+        **scores(own.counts[:, :, 0], classes.names),
     }
     # the sweep needs every audited image's codes; a partial store would mix thresholds
     report["sweep"] = sweep(hist, ladder, classes.names) if with_codes == images else None
     return report
 
 
-def _codes(out: Path, image_id: str, auto: np.ndarray) -> np.ndarray | None:
+def _maps(out: Path, image_id: str, auto: np.ndarray) -> tuple[np.ndarray | None, np.ndarray] | None:
+    """(class plane or None in format 1, codes) of an image's store; None without one."""
     if not has_codes(out, image_id):
         return None
-    codes = load_confidence(out, image_id)
-    if codes.shape != auto.shape:
-        raise LabelSetError(f"{out}: confidence map of {image_id!r} is {codes.shape}, its label {auto.shape}")
-    return codes
+    maps = load_maps(out, image_id)
+    if maps.codes.shape != auto.shape:
+        raise LabelSetError(f"{out}: confidence map of {image_id!r} is {maps.codes.shape}, its label {auto.shape}")
+    return maps.classes, maps.codes
 
 
 def audit_table(report: dict[str, Any]) -> str:

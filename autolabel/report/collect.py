@@ -134,7 +134,9 @@ class Coverage:
 
     thresholds: list[float]
     overall: list[float]
-    per_class: np.ndarray  # (C, T): of the pixels labelled c at the set's threshold, share kept at T
+    # (C, T): of the pixels the teacher predicts as c (a format-1 store: labelled c at the set's threshold),
+    # the share kept at T
+    per_class: np.ndarray
     images: int  # how many images the numbers are computed from
 
 
@@ -152,8 +154,9 @@ def coverage_curve(
     levels = len(ladder) + 1
     joint = np.zeros((classes.num_classes + 1, levels), dtype=np.int64)  # last row: ignore
     for row in picked:
-        codes = confidence.load_confidence(out, row["id"])
-        labels = read_auto_label(out, row, meta, classes)
+        maps = confidence.load_maps(out, row["id"])
+        codes = maps.codes
+        labels = read_auto_label(out, row, meta, classes) if maps.classes is None else maps.classes
         cls = np.where(labels < classes.num_classes, labels, classes.num_classes).astype(np.int64)
         joint += np.bincount((cls * levels + codes).ravel(), minlength=joint.size).reshape(joint.shape)
     # survivors at rung j: codes j+1 .. levels-1, i.e. a reversed cumulative sum
