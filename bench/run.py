@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_cli import bench_cli_startup
-from bench_generate import bench_confidence, bench_png, bench_throughput, teacher_like_maps
+from bench_generate import bench_confidence, bench_png, bench_store_levels, bench_throughput, teacher_like_maps
 from bench_memory import bench_rss_growth, bench_tiled
 from bench_models import NUM_CLASSES, bench_inference, bench_training
 from bench_scaling import bench_scaling
@@ -167,9 +167,29 @@ def confidence_store(size: BenchSize) -> Figure:
         name="confidence_store",
         value=result["settings"][result["chosen"]]["ratio_to_label"],
         goal="<= 2",
-        definition="bytes per image of the confidence store (uint8 ladder codes up-filtered, zarr + zstd at "
-        "the chosen level) / bytes of the label PNG of the same 2048x1024 map; details.plain_zstd_ratio_to_label: "
-        "the plain codes (the store's first format)",
+        definition="bytes per image of the confidence store (the class and code planes on the default grid, "
+        "up-filtered, zarr + zstd at the chosen level; imitated confident teacher) / bytes of the label PNG of "
+        "the same 2048x1024 map; details.plain_zstd_ratio_to_label: the plain codes of the store's first format "
+        "(10 codes, no class plane)",
+        details=result,
+    )
+
+
+STORE_LEVELS = (10, 25, 50, 100)  # grid steps per unit of probability compared (issue #13)
+
+
+def confidence_levels(size: BenchSize) -> Figure:
+    result = bench_store_levels(size.label_maps, STORE_LEVELS)
+    chosen = f"{round(1 / GenerateConfig().ladder_step)} levels"
+    result["chosen"] = chosen
+    return Figure(
+        name="confidence_levels",
+        value=result["teachers"]["confident"][chosen]["ratio_to_label"],
+        goal="<= 3",
+        definition="bytes per image of the confidence store (class + code planes) / bytes of the label PNG at "
+        "0.5, on a grid of 1/levels steps from 0.30 to 0.98, for 10, 25, 50, 100 levels and two imitated teachers "
+        "(confident: a strong Cityscapes teacher; unsure: broad doubtful regions); value: the default grid "
+        "(generate.ladder_step), confident teacher",
         details=result,
     )
 
@@ -336,6 +356,7 @@ FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "pipeline_efficiency": pipeline_efficiency,
     "label_footprint": label_footprint,
     "confidence_store": confidence_store,
+    "confidence_levels": confidence_levels,
     "hierarchical_overhead": hierarchical_overhead,
     "training_cost": training_cost,
     "loader": loader,

@@ -116,3 +116,13 @@ def test_input_fingerprint_figure_is_the_hash_cost_relative_to_decoding():
     assert 1.0 <= details["file_mb"] <= 3.5  # the size the issue asks about: about 2 MB
     assert details["fingerprint_ms"] > 0 and details["decode_ms"] > 0
     assert figure.value == pytest.approx(details["fingerprint_ms"] / details["decode_ms"], rel=0.01)
+
+
+def test_confidence_levels_figure_measures_every_level_count_for_both_teachers():
+    figure = bench_run.confidence_levels(TINY)
+    for teacher in ("confident", "unsure"):
+        table = figure.details["teachers"][teacher]
+        rungs = [table[f"{n} levels"]["rungs"] for n in bench_run.STORE_LEVELS]
+        assert rungs == sorted(rungs) and rungs[-1] == 69  # 0.30, 0.31, ..., 0.98
+        assert all(math.isfinite(table[f"{n} levels"]["ratio_to_label"]) for n in bench_run.STORE_LEVELS)
+    assert figure.value == figure.details["teachers"]["confident"][figure.details["chosen"]]["ratio_to_label"]
