@@ -134,6 +134,23 @@ def test_rethreshold_errors_name_the_valid_values(labelset):
         AutoLabelSource(labelset, custom_class_set(("a", "b")))
 
 
+def test_a_label_set_without_a_labelled_pixel_is_refused_unless_allowed(city, labelset, tmp_path):
+    from autolabel.labelset.manifest import quality_warnings
+
+    teacher = labelset.parent / "teacher.pt"  # the random tiny teacher: nowhere near 0.98 sure of anything
+    job = GenerateJob(teacher=teacher, out=tmp_path / "empty", generate=GenerateConfig(threshold=0.98, device="cpu"))
+    run_generate(job, discover_cityscapes(city, "train_extra"))
+    manifest = read_manifest(tmp_path / "empty")
+    assert not any(sum(c) for c in manifest.column("class_counts").to_pylist())  # the premise
+    assert "only 0.00% of the pixels carry a label" in quality_warnings(manifest)[0]
+    with pytest.raises(LabelSetError, match="student.allow_empty_labels"):
+        AutoLabelSource(tmp_path / "empty", CITYSCAPES)
+    assert len(AutoLabelSource(tmp_path / "empty", CITYSCAPES, allow_empty=True)) == 6
+    # re-thresholded down at load time it is not refused (format 2 keeps every pixel's class)
+    _, label = AutoLabelSource(tmp_path / "empty", CITYSCAPES, threshold=0.3).load(0)
+    assert quality_warnings(read_manifest(labelset)) == []  # the 0.01 set is fine
+
+
 def test_coarse_fusion_takes_the_human_label_for_chosen_classes(city, labelset):
     samples = {s.id: s.coarse for s in discover_cityscapes(city, "train_extra")}
     sky, road = CITYSCAPES.index("sky"), CITYSCAPES.index("road")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,27 @@ def summarise(table: pa.Table, class_names: Sequence[str]) -> dict[str, Any]:
             for c, n in enumerate(class_names)
         ],
     }
+
+
+LOW_COVERAGE = 0.01  # below this share of labelled pixels a label set is all but useless
+
+
+def quality_warnings(table: pa.Table) -> list[str]:
+    """What makes a label set (its manifest) all but useless: almost no labelled pixel, or images whose
+    mean confidence is not a finite number (the teacher produced NaN or infinite probabilities)."""
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    if ok.num_rows == 0:
+        return []
+    pixels = pc.sum(pc.multiply(ok["height"].cast(pa.int64()), ok["width"].cast(pa.int64()))).as_py() or 0
+    ignored = pc.sum(ok["ignore_count"]).as_py() or 0
+    warnings = []
+    covered = 1.0 - ignored / pixels if pixels else 0.0
+    if covered < LOW_COVERAGE:
+        warnings.append(
+            f"only {100 * covered:.2f}% of the pixels carry a label (below {100 * LOW_COVERAGE:g}%): the "
+            "thresholds are too high for this teacher, or it is not trained for these images"
+        )
+    bad = sum(not math.isfinite(v) for v in ok["mean_confidence"].to_pylist() if v is not None)
+    if bad:
+        warnings.append(f"{bad} images have a mean confidence that is not finite (NaN or infinite probabilities)")
+    return warnings

@@ -115,6 +115,7 @@ def _auto_source(out: Path, cfg: PipelineConfig, classes: ClassSet) -> AutoLabel
         coarse=coarse,
         coarse_classes=fusion,
         max_pixels=cfg.data.max_image_pixels,
+        allow_empty=cfg.student.allow_empty_labels,
     )
 
 

@@ -76,6 +76,8 @@ class AutoLabelSource:
             ladder; in a format-1 store not below any class's threshold); None keeps the stored labels.
         coarse: image id -> human coarse label (dataset label values) for coarse fusion.
         coarse_classes: train ids taken from the coarse label wherever it says one of them.
+        allow_empty: accept a set whose stored labels have no labelled pixel (refused by default: training
+            on it would silently be training on the other sources alone).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class AutoLabelSource:
         coarse: dict[str, Path] | None = None,
         coarse_classes: Sequence[int] = (),
         max_pixels: int | None = None,
+        allow_empty: bool = False,
     ):
         self.out = Path(out)
         self.meta = read_labelset(self.out)
@@ -96,6 +99,8 @@ class AutoLabelSource:
         self.rows = self.manifest.select(["id", "image", "label"]).to_pylist()
         self.ladder = tuple(self.meta["ladder"])
         self.rungs = self._check_threshold(threshold)
+        if self.rungs is None and not allow_empty:
+            self._check_not_empty()
         self.label_lut = self._stored_value_lut(classes)
         self.coarse = coarse or {}
         self.coarse_classes = np.asarray(sorted(coarse_classes), dtype=np.uint8)
@@ -119,6 +124,15 @@ class AutoLabelSource:
                 "but this label set was generated without one (generate.confidence = false)"
             )
         return class_rungs(self.meta, [threshold] * len(self.meta["classes"]))  # raises naming valid values
+
+    def _check_not_empty(self) -> None:
+        counts = self.manifest.column("class_counts").to_pylist()
+        if not any(sum(c or []) for c in counts):
+            raise LabelSetError(
+                f"{self.out}: not one pixel of its {len(counts)} images carries a label (every pixel is below "
+                "the thresholds); lower them (`autolabel rethreshold`, student.threshold) or set "
+                "student.allow_empty_labels = true to train on it anyway"
+            )
 
     def _stored_value_lut(self, classes: ClassSet) -> np.ndarray | None:
         """Label sets written with ``--label-ids`` store dataset label values; map them back to train ids."""
