@@ -25,7 +25,7 @@ from autolabel.data.io import read_image, read_label
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS, EXIT_USER_ERROR
 from autolabel.generate import runner
 from autolabel.labelset import TIMING_COLUMNS, part_paths, read_labelset, read_manifest
-from autolabel.labelset.confidence import load_confidence
+from autolabel.labelset.confidence import load_maps
 from autolabel.labelset.lock import LOCKS_DIR
 from autolabel.models.build import build_model
 from autolabel.models.checkpoint import load_checkpoint, save_checkpoint
@@ -134,7 +134,7 @@ def test_files_values_sizes_and_rows(reference, city, teacher):
     samples = discover_cityscapes(city, SPLIT)
     meta = read_labelset(reference)
     assert meta["teacher_sha256"] == load_checkpoint(teacher).sha256
-    assert meta["scales"] == [0.5, 1.0, 2.0] and meta["threshold"] == 0.5 and meta["ladder"][0] == 0.5
+    assert meta["scales"] == [0.5, 1.0, 2.0] and meta["threshold"] == 0.5 and meta["ladder"][0] == 0.3
     rows = {r["id"]: r for r in read_manifest(reference).to_pylist()}
     assert sorted(rows) == [s.id for s in samples]
     loaded = load_checkpoint(teacher)
@@ -162,8 +162,13 @@ def test_files_values_sizes_and_rows(reference, city, teacher):
         near = (pmax - 0.5).abs().numpy() < 1e-5
         assert ((label == expected) | near).all()
         assert abs(row["mean_confidence"] - float(pmax.mean())) < 1e-4
-        codes = load_confidence(reference, sample.id)
-        assert codes.shape == label.shape and np.array_equal(codes == 0, label == 255)
+        maps = load_maps(reference, sample.id)
+        at = meta["ladder"].index(0.5)  # ignored <=> the code is at or below the threshold's rung
+        assert maps.codes.shape == label.shape and np.array_equal(maps.codes <= at, label == 255)
+        # the class plane is the argmax of every pixel, the label's class where it keeps one
+        assert (((maps.classes == arg.numpy()) | near).all()) and np.array_equal(
+            maps.classes[label != 255], label[label != 255]
+        )
         kept += (label != 255).sum()
     total = sum(r["height"] * r["width"] for r in rows.values())
     assert 0 < kept < total  # the fixture teacher is confident in some places, not everywhere
@@ -482,35 +487,33 @@ def test_rethreshold_equals_a_fresh_generate(tmp_path, reference, teacher, city)
     run(["rethreshold", str(reference), "--threshold", "0.7", "--out", str(re_out)])
     for row in read_manifest(fresh).to_pylist():
         assert (re_out / row["label"]).read_bytes() == (fresh / row["label"]).read_bytes()
-    # rows equal but for the confidence files' checksums: a fresh run's ladder starts at 0.7, the copied
-    # store keeps the source's ladder (whose rungs from 0.7 up are the same)
-    strip = lambda out: [
-        {k: v for k, v in r.items() if k not in (*TIMING_COLUMNS, "output_files")}  # noqa: E731
-        for r in read_manifest(out).to_pylist()
+    # rows equal, confidence files and their checksums included: both stores hold every pixel on the same grid
+    strip = lambda out: [  # noqa: E731
+        {k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in read_manifest(out).to_pylist()
     ]
     assert strip(re_out) == strip(fresh)
-    # the re-thresholded set can itself be re-thresholded (codes were copied), and verifies clean
+    # the re-thresholded set can itself be re-thresholded (its store was copied), and verifies clean
     run(["verify", str(re_out)])
-    run(["rethreshold", str(re_out), "--threshold", "0.8"])
+    run(["rethreshold", str(re_out), "--threshold", "0.8", "--in-place"])
     assert read_labelset(re_out)["threshold"] == 0.8
 
 
-def test_rethreshold_refuses_off_ladder_and_lower_thresholds(reference):
-    result = run(["rethreshold", str(reference), "--threshold", "0.72"], code=EXIT_USER_ERROR)
-    assert "0.72" in result.output and "0.5, 0.55, 0.6" in result.output and "0.95" in result.output
-    run(["rethreshold", str(reference), "--threshold", "0.4"], code=EXIT_USER_ERROR)
+def test_rethreshold_refuses_thresholds_off_the_grid_and_below_it(reference):
+    result = run(["rethreshold", str(reference), "--threshold", "0.725"], code=EXIT_USER_ERROR)
+    assert "0.725" in result.output and "0.3, 0.31, 0.32" in result.output and "0.98" in result.output
+    run(["rethreshold", str(reference), "--threshold", "0.2"], code=EXIT_USER_ERROR)
 
 
 def test_rethreshold_in_place_is_safe_to_repeat(tmp_path, teacher, city):
     out = tmp_path / "out"
     run([*base_args(teacher, city, out), "--limit", "3"])
-    run(["rethreshold", str(out), "--threshold", "0.9"])
+    run(["rethreshold", str(out), "--threshold", "0.9", "--in-place"])
     first = snapshot(out)
     # a second pass at the same value (what rerunning after a kill does) changes nothing but the id link
     meta = read_labelset(out)
     meta["threshold"] = 0.5
     labelset.write_labelset(out, meta)
-    run(["rethreshold", str(out), "--threshold", "0.9"])
+    run(["rethreshold", str(out), "--threshold", "0.9", "--in-place"])
     assert snapshot(out)[1] == first[1]
 
 

@@ -202,7 +202,7 @@ def class_rungs(meta: dict[str, Any], per_class: Sequence[float]) -> list[int]:
 
 def rethresholded_meta(meta: dict[str, Any], chosen: ChosenThresholds) -> dict[str, Any]:
     """``labelset.json`` of the re-thresholded set: its thresholds and id, the same ladder, its parent."""
-    dropped = ("labelset_id", "rethresholded_from", "parent_labelset_id", "derived", "ladder_available")
+    dropped = ("labelset_id", "rethresholded_from", "parent_labelset_id", "round", "derived", "ladder_available")
     new = {k: v for k, v in meta.items() if k not in dropped}
     new["threshold"] = float(chosen.global_threshold)
     new["class_thresholds"] = {n: float(t) for n, t in zip(meta["classes"], chosen.per_class, strict=True)}

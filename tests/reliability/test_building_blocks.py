@@ -126,7 +126,12 @@ def test_output_checksums_are_of_the_bytes_on_disk(tmp_path):
     """What finalise_image records for the confidence files is what verify finds: write, then re-hash."""
     sample = Sample("im", tmp_path / "im.png")
     labels = np.zeros((4, 6), np.uint8)
-    row = finalise_image(WriteSettings(out=tmp_path, num_classes=2, shard="0/1"), sample, labels, labels, 0.5, {}, 0.0)
-    assert [e["path"] for e in row["output_files"]] == ["confidence.zarr/im/c/0/0", "confidence.zarr/im/zarr.json"]
+    settings = WriteSettings(out=tmp_path, num_classes=2, shard="0/1")
+    row = finalise_image(settings, sample, labels, labels, 0.5, {}, 0.0, classes=labels)
+    assert [e["path"] for e in row["output_files"]] == [
+        "confidence.zarr/im/c/0/0/0",
+        "confidence.zarr/im/c/1/0/0",
+        "confidence.zarr/im/zarr.json",
+    ]
     assert entries_problems(tmp_path, row["output_files"]) == []
-    assert json.loads((tmp_path / "confidence.zarr/im/zarr.json").read_text())["shape"] == [4, 6]
+    assert json.loads((tmp_path / "confidence.zarr/im/zarr.json").read_text())["shape"] == [2, 4, 6]

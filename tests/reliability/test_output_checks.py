@@ -21,7 +21,7 @@ from autolabel.labelset.verify import verify_labelset
 
 from .helpers import N_EXTRA, generate_args, invoke, labelset_state
 
-THRESHOLD = "0.2"  # a rung of the label set's ladder (0.1, 0.15, ...) above its threshold
+THRESHOLD = "0.4"  # a rung of the label set's grid (0.1, then 0.3, 0.31, ..., 0.98) above its threshold
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def _damaged_copy(labelled: Path, dest: Path) -> tuple[dict, dict]:
     shutil.copytree(labelled, dest)
     rows = labelset.read_manifest(dest).to_pylist()
     deleted, garbled = rows[3], rows[10]
-    (confidence.store_path(dest) / deleted["id"] / "c" / "0" / "0").unlink()
-    chunk = confidence.store_path(dest) / garbled["id"] / "c" / "0" / "0"
+    (confidence.store_path(dest) / deleted["id"] / "c" / "1" / "0" / "0").unlink()  # the code plane
+    chunk = confidence.store_path(dest) / garbled["id"] / "c" / "0" / "0" / "0"  # the class plane
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
@@ -51,8 +51,8 @@ def test_verify_names_the_deleted_and_the_garbled_chunk_and_a_rerun_repairs_exac
     deleted, garbled = _damaged_copy(labelled, out)
     problems = verify_labelset(out).problems
     assert len(problems) == 2, problems
-    assert f"{deleted['id']}/c/0/0: missing" in problems[0] or f"{deleted['id']}/c/0/0: missing" in problems[1]
-    assert any(f"{garbled['id']}/c/0/0: sha256 differs" in p for p in problems)
+    assert f"{deleted['id']}/c/1/0/0: missing" in problems[0] or f"{deleted['id']}/c/1/0/0: missing" in problems[1]
+    assert any(f"{garbled['id']}/c/0/0/0: sha256 differs" in p for p in problems)
     result = invoke(*generate_args(teacher, city, out))
     assert f"2 labelled, {N_EXTRA - 2} already done" in result.output
     assert verify_labelset(out).ok
@@ -62,7 +62,7 @@ def test_verify_names_the_deleted_and_the_garbled_chunk_and_a_rerun_repairs_exac
 def test_no_reader_takes_a_missing_chunk_for_zeros(labelled, tmp_path):
     out = tmp_path / "out"
     deleted, garbled = _damaged_copy(labelled, out)
-    with pytest.raises(LabelSetError, match="missing chunk c/0/0"):
+    with pytest.raises(LabelSetError, match="missing chunk c/1/0/0"):
         confidence.load_confidence(out, deleted["id"])
     with pytest.raises(LabelSetError, match="sha256 differs"):
         confidence.load_confidence(out, garbled["id"], expected=garbled["output_files"])
@@ -78,7 +78,7 @@ def test_rethreshold_makes_error_rows_of_the_bad_chunks_and_finishes_the_rest(la
     clean = tmp_path / "clean"  # the same re-threshold of the undamaged set: what every other image must get
     invoke("rethreshold", str(labelled), "--threshold", THRESHOLD, "--out", str(clean))
     dest = out if in_place else tmp_path / "dest"
-    args = ["rethreshold", str(out), "--threshold", THRESHOLD] + ([] if in_place else ["--out", str(dest)])
+    args = ["rethreshold", str(out), "--threshold", THRESHOLD] + (["--in-place"] if in_place else ["--out", str(dest)])
     result = invoke(*args, code=EXIT_FINISHED_WITH_ERRORS)
     assert "2 images could not be re-thresholded" in result.output
     assert labelset.read_labelset(dest)["threshold"] == float(THRESHOLD)
