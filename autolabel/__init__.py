@@ -23,6 +23,7 @@ __all__ = [
     "AutolabelError",
     "__version__",
     "audit_labels",
+    "calibrate_teacher",
     "diff_labelsets",
     "evaluate_checkpoint",
     "evaluate_predictions",
@@ -31,6 +32,7 @@ __all__ = [
     "plan_labels",
     "read_labelset",
     "read_manifest",
+    "rethreshold_labels",
     "run_rounds",
     "train_student",
     "train_teacher",
@@ -40,6 +42,7 @@ __all__ = [
 if TYPE_CHECKING:
     from autolabel.api import (
         audit_labels,
+        calibrate_teacher,
         diff_labelsets,
         evaluate_checkpoint,
         evaluate_predictions,
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
         plan_labels,
         read_labelset,
         read_manifest,
+        rethreshold_labels,
         run_rounds,
         train_student,
         train_teacher,

@@ -690,13 +690,21 @@ def rethreshold_labels(
     on_total: CountFn | None = None,
     on_image: CountFn | None = None,
 ) -> RethresholdResult:
-    """A new label set at other thresholds, from ``labels``' confidence store (no teacher needed).
+    """A new label set at other thresholds, from ``labels``' confidence store (no teacher needed); it is
+    verified (``result.problems``). See :mod:`autolabel.labelset.rethreshold`.
 
-    Give ``threshold`` and/or ``class_thresholds`` (a mapping, ``"road=0.9,car=0.8"`` or a JSON/TOML file),
-    or ``calibration`` (a ``calibration.json`` for the set's teacher), or ``portion`` (CBST: per class the most
-    confident share). The result goes into ``out`` (default: a new folder next to ``labels``) or, with
-    ``in_place``, rewrites ``labels``; it is verified (``result.problems``). See
-    :mod:`autolabel.labelset.rethreshold`.
+    Args:
+        labels: a label-set folder with a confidence store.
+        threshold: a global threshold on the set's grid (``labelset.json`` ``ladder_available``).
+        class_thresholds: per-class thresholds: a mapping, ``"road=0.9,car=0.8"`` or a JSON/TOML file of them
+            (the classes not named: ``threshold``, or their current ones).
+        calibration: ``calibrate``'s ``calibration.json`` for the set's teacher: its per-class thresholds for
+            the probabilities the set holds (rounded up to the grid).
+        portion: CBST: per class, keep the most confident share of the pixels predicted as that class.
+        out: the new label set's folder (default: ``<labels>-<id prefix>`` next to ``labels``).
+        in_place: rewrite ``labels`` itself instead.
+        overwrite: replace a different label set already in ``out``.
+        on_total, on_image: progress callbacks (images).
     """
     per_class = parse_class_thresholds(class_thresholds) if isinstance(class_thresholds, str) else class_thresholds
     request = ThresholdRequest(

@@ -450,13 +450,21 @@ def test_generate_with_failed_images_exits_3_and_the_manifest_says_why(broken_se
 
 
 def test_no_progress_words_on_stderr_when_it_is_not_a_terminal(teacher, city, tmp_path):
+    # threshold 0.05: every pixel of the random teacher's 19 classes (max prob >= 1/19) is labelled, so no
+    # low-coverage warning either
     result = invoke("generate", "--teacher", teacher, "--data", f"cityscapes:{city}:val", "--out", tmp_path / "o",
-                    "--scales", "0.5,1.0")  # fmt: skip
+                    "--scales", "0.5,1.0", "--threshold", "0.05")  # fmt: skip
     assert result.exit_code == 0 and result.stderr == ""
     for args in (["verify", tmp_path / "o"], ["report", tmp_path / "o", "--worst", 1, "--sample", 1],
                  ["evaluate-labels", tmp_path / "o", "--data", f"cityscapes:{city}:val"]):  # fmt: skip
         run = invoke(*args)
         assert run.exit_code == 0 and run.stderr == "", (args, run.output)
+
+
+def test_generate_warns_when_almost_no_pixel_is_labelled(teacher, city, tmp_path):
+    result = invoke("generate", "--teacher", teacher, "--data", f"cityscapes:{city}:val", "--out", tmp_path / "o",
+                    "--scales", "0.5,1.0", "--threshold", "0.95")  # fmt: skip
+    assert result.exit_code == 0 and "warning: only 0.00% of the pixels carry a label" in result.stderr
 
 
 def test_counts_are_singular_for_one(labelled, tmp_path):

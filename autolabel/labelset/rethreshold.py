@@ -123,7 +123,8 @@ def _by_portion(meta: dict[str, Any], portion: float, rows: Sequence[Mapping[str
             "label set was made before they existed (regenerate it, or give --threshold/--class-thresholds)"
         )
     first = meta["ladder"].index(ladder[0]) if ladder else 0
-    per_class, shares = [], {}
+    per_class: list[float] = []
+    shares: dict[str, float | None] = {}
     for c, name in enumerate(meta["classes"]):
         total = int(hist[c].sum())
         if total == 0:  # no pixel predicted as this class: nothing to choose from
