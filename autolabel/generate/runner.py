@@ -347,6 +347,7 @@ def process_chunks(
                     float(predicted.mean_confidence[b]),
                     attention,
                     decode_s + share,
+                    {k: float(v[b]) for k, v in predicted.signals.items()},
                 )
                 tracker.pending.append((sample.id, future))
             batch.clear()
@@ -386,9 +387,10 @@ def _timed_finalise(
     mean_confidence: float,
     attention: dict[str, np.ndarray],
     seconds: float,
+    signals: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    row = finalise_image(settings, sample, labels, codes, mean_confidence, attention, 0.0)
+    row = finalise_image(settings, sample, labels, codes, mean_confidence, attention, 0.0, signals=signals)
     row["seconds"] = seconds + time.perf_counter() - start
     return row
 

@@ -12,6 +12,8 @@ from the confidence store, :mod:`~autolabel.labelset.human` writes human label m
 from autolabel.labelset.manifest import (
     CENTROID_TYPE,
     MANIFEST_SCHEMA,
+    SIGNAL_COLUMNS,
+    SOURCES,
     TIMING_COLUMNS,
     dedupe,
     merge_manifest,
@@ -51,6 +53,8 @@ __all__ = [
     "MANIFEST_DIR",
     "MANIFEST_SCHEMA",
     "MERGED_MANIFEST",
+    "SIGNAL_COLUMNS",
+    "SOURCES",
     "STORE_NAME",
     "TIMING_COLUMNS",
     "dedupe",

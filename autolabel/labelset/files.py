@@ -7,6 +7,7 @@ pickling arrays to other processes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from autolabel.data.datasets import AUTO_LABEL_TAG, Sample, auto_label_relpath
 from autolabel.data.io import encode_label_png
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset import confidence
+from autolabel.labelset.manifest import SIGNAL_COLUMNS
 from autolabel.labelset.meta import ATTENTION_DIR, LABELS_DIR
 
 
@@ -86,11 +88,15 @@ def finalise_image(
     mean_confidence: float,
     attention: dict[str, np.ndarray],
     seconds: float,
+    *,
+    signals: Mapping[str, float | None] | None = None,
+    source: str = "teacher",
 ) -> dict[str, Any]:
     """Write an image's label PNG (and confidence codes, attention maps) atomically; return its manifest row.
 
     ``labels`` are train ids with ``ignore_index``; statistics are always in train ids, the PNG holds dataset
-    label values when ``settings.train_to_label`` is set.
+    label values when ``settings.train_to_label`` is set. ``signals`` are the teacher's ranking signals
+    (:data:`~autolabel.labelset.manifest.SIGNAL_COLUMNS`; missing ones are null), ``source`` who made the label.
     """
     class_counts, ignore_count, centroids = label_stats(
         labels, settings.num_classes, settings.centroid_tile, settings.ignore_index
@@ -119,7 +125,18 @@ def finalise_image(
         "label_sha256": hashlib.sha256(png).hexdigest(),
         "shard": settings.shard,
         "seconds": float(seconds),
+        "source": source,
+        **signal_values(signals),
     }
+
+
+def signal_values(signals: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    """The manifest's signal columns from ``signals`` (None where a signal was not measured)."""
+    values: dict[str, float | None] = {}
+    for name in SIGNAL_COLUMNS:
+        value = (signals or {}).get(name)
+        values[name] = None if value is None else float(value)
+    return values
 
 
 def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) -> dict[str, Any]:
@@ -139,6 +156,8 @@ def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) ->
         "label_sha256": None,
         "shard": shard,
         "seconds": float(seconds),
+        "source": None,
+        **signal_values(None),
     }
 
 

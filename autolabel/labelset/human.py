@@ -79,6 +79,7 @@ def coarse_labelset(
                     float((labels != classes.ignore_index).mean()),
                     {},
                     0.0,
+                    source="coarse",
                 )
             )
         labelset.write_part(out, rows)

@@ -115,4 +115,16 @@ def _rethreshold_row(
         ignore_index=meta["ignore_index"],
     )
     sample = Sample(id=row["id"], image=Path(row["image"]))
-    return finalise_image(settings, sample, labels, codes, row["mean_confidence"], {}, row["seconds"])
+    # the teacher's ranking signals and the label's source belong to the image, not to the threshold
+    signals = {name: row.get(name) for name in labelset.SIGNAL_COLUMNS}
+    return finalise_image(
+        settings,
+        sample,
+        labels,
+        codes,
+        row["mean_confidence"],
+        {},
+        row["seconds"],
+        signals=signals,
+        source=row.get("source") or "teacher",
+    )

@@ -12,7 +12,12 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import nn
 
+from autolabel.models.mscale import resize_to
+
 Outputs = dict[str, torch.Tensor]
+# With flip: the flipped pass's own fused logits, flipped back (every other key is the average of both passes),
+# returned only when asked for in ``keys``; ``2 * pred - pred_flip`` is then the unflipped pass's logits.
+FLIP_KEY = "pred_flip"
 
 
 @torch.inference_mode()
@@ -24,6 +29,7 @@ def predict_logits(
     tile_size: int = 0,
     tile_overlap: float = 0.25,
     keys: Collection[str] | None = None,
+    input_size_keys: Collection[str] = (),
 ) -> Outputs:
     """Fused logits ``"pred"`` (B, C, H, W) plus the model's per-scale keys, in eval mode without gradients.
 
@@ -38,22 +44,37 @@ def predict_logits(
         tile_overlap: fraction of a window shared with its neighbour.
         keys: the output keys to return (None: all). Tiling stitches only these: a full-size canvas per
             per-scale key (``pred_2.0x`` alone is C x 2H x 2W floats) would cost more than the whole image.
+        input_size_keys: keys resized (bilinear) to the input's resolution, window by window before stitching,
+            so that e.g. ``pred_2.0x`` costs one C x H x W canvas instead of C x 2H x 2W.
     """
     if model.training:
         model.eval()
     window = _window_size(images.shape[-2:], scales, tile_size)
     if window is None:
-        outputs = _predict_flip(model, images, scales, flip)
+        outputs = _predict_flip(model, images, scales, flip, keys, input_size_keys)
         return outputs if keys is None else {k: v for k, v in outputs.items() if k in keys}
-    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys)
+    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys, input_size_keys)
 
 
-def _predict_flip(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool) -> Outputs:
+def _predict_flip(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool,
+    keys: Collection[str] | None = None,
+    input_size_keys: Collection[str] = (),
+) -> Outputs:
     outputs = dict(model(images, scales=list(scales)))
-    if not flip:
-        return outputs
-    flipped = model(images.flip(-1), scales=list(scales))
-    return {key: 0.5 * (value + flipped[key].flip(-1)) for key, value in outputs.items()}
+    if flip:
+        flipped = model(images.flip(-1), scales=list(scales))
+        averaged = {key: 0.5 * (value + flipped[key].flip(-1)) for key, value in outputs.items()}
+        if keys is not None and FLIP_KEY in keys:
+            averaged[FLIP_KEY] = flipped["pred"].flip(-1)
+        outputs = averaged
+    for key in input_size_keys:
+        if key in outputs:
+            outputs[key] = resize_to(outputs[key], images.shape[-2:])
+    return outputs
 
 
 def _window_size(size: Sequence[int], scales: Sequence[float], tile_size: int) -> tuple[int, int] | None:
@@ -84,6 +105,7 @@ def _predict_tiled(
     window: tuple[int, int],
     overlap: float,
     keys: Collection[str] | None = None,
+    input_size_keys: Collection[str] = (),
 ) -> Outputs:
     """Sliding-window prediction; every output key is stitched at its own resolution and averaged."""
     height, width = images.shape[-2:]
@@ -92,7 +114,7 @@ def _predict_tiled(
     for y0 in _starts(height, window[0], overlap):
         for x0 in _starts(width, window[1], overlap):
             crop = images[..., y0 : y0 + window[0], x0 : x0 + window[1]]
-            for key, value in _predict_flip(model, crop, scales, flip).items():
+            for key, value in _predict_flip(model, crop, scales, flip, keys, input_size_keys).items():
                 if keys is not None and key not in keys:
                     continue
                 # a key's resolution relative to the input (1 for "pred", s for "pred_{s}x")
