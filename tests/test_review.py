@@ -424,3 +424,17 @@ def test_a_second_import_of_the_same_export_changes_nothing(labels: Path, mask_p
     rgb[:4, :4] = CITYSCAPES.colors[CITYSCAPES.index("sky")]
     Image.fromarray(rgb).save(mask)
     _one_line_error(_import_cli(labels, changed, out), "--overwrite")
+
+
+def test_a_student_weights_corrected_images_with_the_human_weight(labels: Path, mask_package: Path, tmp_path: Path):
+    from autolabel.train.datasets import AutoLabelSource, TrainDataset
+    from autolabel.train.sampling import PlanItem
+
+    out = tmp_path / "v2"
+    import_review(labels, mask_package, out)
+    source = AutoLabelSource(out, CITYSCAPES)
+    corrected = {e["id"] for e in read_package(mask_package).images}
+    assert [source.ids[i] in corrected for i in range(len(source))] == source.human
+    dataset = TrainDataset([source], transform=None, loss_weights=[0.25], human_loss_weight=2.0)  # type: ignore[arg-type]
+    weights = [dataset.loss_weight(PlanItem(0, i, -1, -1, 0)) for i in range(len(source))]
+    assert weights == [2.0 if human else 0.25 for human in source.human] and sum(source.human) == 3
