@@ -438,3 +438,17 @@ def test_a_student_weights_corrected_images_with_the_human_weight(labels: Path, 
     dataset = TrainDataset([source], transform=None, loss_weights=[0.25], human_loss_weight=2.0)  # type: ignore[arg-type]
     weights = [dataset.loss_weight(PlanItem(0, i, -1, -1, 0)) for i in range(len(source))]
     assert weights == [2.0 if human else 0.25 for human in source.human] and sum(source.human) == 3
+
+
+def test_the_report_lists_the_review_selection_with_scores_and_links(labels: Path, mask_package: Path, tmp_path):
+    from autolabel.report import build_report
+
+    page = build_report(labels, tmp_path / "report", review=mask_package / "review.json")
+    text = page.read_text()
+    section = text[text.index('id="review"') : text.index('id="worst"')]
+    package = read_package(mask_package)
+    for entry in package.images:
+        assert entry["id"] in section and f"{entry['score']:.3f}" in section
+        for target in (mask_package / entry["files"]["image"], labels / entry["label"]):
+            href = os.path.relpath(target, page.parent)
+            assert f'href="{href}"' in section and (page.parent / href).is_file()

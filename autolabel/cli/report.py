@@ -64,6 +64,13 @@ def parse_named_file(text: str, option: str) -> tuple[str, Path]:
 )
 @click.option("--sample", default=12, show_default=True, type=click.IntRange(0), help="Images in the random sheet.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sheet.")
+@click.option(
+    "--review",
+    "review_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A review.json of `autolabel review export`: list its selection with scores and links.",
+)
 def report(
     out: Path,
     dest: Path | None,
@@ -74,6 +81,7 @@ def report(
     worst: int,
     sample: int,
     seed: int,
+    review_file: Path | None,
 ) -> None:
     """Write an HTML report of the label set in OUT: counts, errors, time, class shares vs human labels,
     coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse)."""
@@ -90,5 +98,6 @@ def report(
             fine_source=parse_source(fine_spec, flag="--fine") if fine_spec else None,
             options=ReportOptions(worst=worst, sample=sample, seed=seed),
             on_step=lambda name: bar.update(1),
+            review=review_file,
         )
     click.echo(f"report: {page}")

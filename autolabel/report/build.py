@@ -23,6 +23,7 @@ from autolabel.errors import AutolabelError, LabelSetError
 from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
 from autolabel.labelset import confidence
 from autolabel.report import collect, html, plots
+from autolabel.report.review import review_section
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def build_report(
     classes: ClassSet | None = None,
     options: ReportOptions = ReportOptions(),
     on_step: Callable[[str], None] | None = None,
+    review: Path | None = None,
 ) -> Path:
     """Write the report of the label set in ``out`` to ``dest`` (default ``OUT/report``); returns the page.
 
@@ -71,7 +73,8 @@ def build_report(
     name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
     threshold next to the coverage curve). ``fine_source`` (a source description as in
     :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
-    the ``train`` split of a Cityscapes source).
+    the ``train`` split of a Cityscapes source). ``review`` is a ``review.json`` of `autolabel review export`,
+    whose selection gets its own section.
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
@@ -84,6 +87,9 @@ def build_report(
     try:
         assets = _Assets(staging)
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
+        if review is not None:
+            sheets = next((i for i, part in enumerate(sections) if 'id="worst"' in part), len(sections))
+            sections.insert(sheets, review_section(review, dest, meta))  # before the picture sheets
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
         replace_dir(staging, dest)
