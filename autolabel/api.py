@@ -38,7 +38,9 @@ from autolabel.labelset.verify import VerifyReport
 from autolabel.labelset.verify import verify_labelset as _verify_labelset
 from autolabel.models.device import resolve_device
 from autolabel.models.evaluation import EvalSettings
-from autolabel.review import DEFAULT_BY, ExportResult, ImportResult, export_review, import_review
+from autolabel.review.export import ExportResult, export_review
+from autolabel.review.importing import ImportResult, import_review
+from autolabel.review.names import DEFAULT_BY
 from autolabel.train.loop import FitResult, fit
 from autolabel.train.state import Position
 

@@ -33,8 +33,11 @@ from autolabel.labelset import confidence
 from autolabel.labelset.confidence import make_ladder
 from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import LoadedCheckpoint
-from autolabel.review import export_review, import_review, rank_rows, read_package, rle
-from autolabel.review.package import image_keys
+from autolabel.review import rle
+from autolabel.review.export import export_review
+from autolabel.review.importing import import_review
+from autolabel.review.package import image_keys, read_package
+from autolabel.review.ranking import rank_rows
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "tests" / "tools" / "review_client.py"

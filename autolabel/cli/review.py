@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from autolabel.api import review_export, review_import
 from autolabel.cli.base import main
-from autolabel.review import DEFAULT_BY, FORMATS, SIGNALS
-from autolabel.review.label_studio import DEFAULT_IMAGE_URL
+from autolabel.review.names import DEFAULT_BY, DEFAULT_IMAGE_URL, FORMATS, SIGNALS
 
 
 @main.group("review")
@@ -65,6 +63,8 @@ def export_command(
     overwrite: bool,
 ) -> None:
     """Write the TOP images of LABELSET that most need a human look as a package for the tool."""
+    from autolabel.api import review_export  # torch and friends: only when the command runs
+
     result = review_export(
         labelset,
         dest,
@@ -116,6 +116,8 @@ def import_command(
     overwrite: bool,
 ) -> None:
     """Write LABELSET with the corrections in EXPORTED (CVAT zip/folder, Label Studio JSON) as a new label set."""
+    from autolabel.api import review_import  # torch and friends: only when the command runs
+
     result = review_import(
         labelset, exported, out, review=review_file, format=fmt, config=config_path, overwrite=overwrite
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from autolabel.report import html
-from autolabel.review import SIGNALS, read_package
+from autolabel.review.names import SIGNALS
+from autolabel.review.package import read_package
 
 
 def _link(target: Path, page_dir: Path, text: str) -> str:

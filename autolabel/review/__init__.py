@@ -2,26 +2,12 @@
 the corrections back as a new version of the label set.
 
     ranking      the signals and the score (:func:`~autolabel.review.ranking.rank_rows`)
-    export       ``review export``: a package in one of :data:`~autolabel.review.package.FORMATS`
+    export       ``review export``: a package in one of :data:`~autolabel.review.names.FORMATS`
     importing    ``review import``: a tool's export -> a new label set with ``source = "human"`` rows
     cvat, label_studio, rle   the formats (CVAT's Cityscapes 1.0 and Segmentation mask 1.1; Label Studio
                  tasks and brush RLE)
+    package      what the formats share (review.json, image keys, reading a tool's zip or folder)
+    names        the vocabulary (formats, signals), importable without numpy
+
+Nothing is imported here, so ``autolabel.review.names`` stays cheap for the command line.
 """
-
-from autolabel.review.export import ExportResult, export_review
-from autolabel.review.importing import ImportResult, import_review
-from autolabel.review.package import FORMATS, REVIEW_FILE, read_package
-from autolabel.review.ranking import DEFAULT_BY, SIGNALS, rank_rows
-
-__all__ = [
-    "DEFAULT_BY",
-    "FORMATS",
-    "REVIEW_FILE",
-    "SIGNALS",
-    "ExportResult",
-    "ImportResult",
-    "export_review",
-    "import_review",
-    "rank_rows",
-    "read_package",
-]

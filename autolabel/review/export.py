@@ -21,8 +21,9 @@ from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.errors import ReviewError
 from autolabel.fs import replace_dir, temp_sibling, write_json
 from autolabel.review import cvat, label_studio
-from autolabel.review.package import FORMATS, PACKAGE_VERSION, REVIEW_FILE, ExportItem, image_keys, tool_label_name
-from autolabel.review.ranking import DEFAULT_BY, SCORING, SIGNALS, Ranked, rank_rows
+from autolabel.review.names import DEFAULT_BY, DEFAULT_IMAGE_URL, FORMATS, SIGNALS
+from autolabel.review.package import PACKAGE_VERSION, REVIEW_FILE, ExportItem, image_keys, tool_label_name
+from autolabel.review.ranking import SCORING, Ranked, rank_rows
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def export_review(
     fmt: str = "cvat-cityscapes",
     classes: ClassSet | None = None,
     boost_classes: Sequence[str] = (),
-    image_url: str = label_studio.DEFAULT_IMAGE_URL,
+    image_url: str = DEFAULT_IMAGE_URL,
     overwrite: bool = False,
 ) -> ExportResult:
     """Rank the label set's images, and write the ``top`` of them in format ``fmt`` to the folder ``dest``."""

@@ -34,8 +34,8 @@ from autolabel.labelset import confidence
 from autolabel.labelset.files import WriteSettings, attention_relpath, finalise_image
 from autolabel.review import cvat, label_studio
 from autolabel.review.export import labelset_classes, stored_to_train_lut, train_to_stored_lut
+from autolabel.review.names import FORMATS
 from autolabel.review.package import (
-    FORMATS,
     Correction,
     ExportTree,
     ReviewPackage,

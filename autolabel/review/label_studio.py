@@ -35,7 +35,6 @@ CONFIG_FILE = "labeling_config.xml"
 TASKS_FILE = "tasks.json"
 IMAGES_DIR = "images"
 FROM_NAME, TO_NAME = "label", "image"  # the BrushLabels and Image tag names of the config
-DEFAULT_IMAGE_URL = "/data/local-files/?d=images/"
 
 
 def labeling_config(classes: ClassSet) -> str:

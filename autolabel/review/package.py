@@ -30,7 +30,6 @@ from autolabel.fs import atomic_write_bytes, is_temp_name
 
 REVIEW_FILE = "review.json"
 PACKAGE_VERSION = 1
-FORMATS = ("cvat-cityscapes", "cvat-mask", "label-studio")
 BACKGROUND = "background"  # the CVAT formats' name for unlabelled pixels (index 0, colour black)
 _BACKGROUND_NAMES = {"background", "unlabeled", "unlabelled", "void", "ignore"}
 

@@ -28,17 +28,10 @@ from typing import Any
 import numpy as np
 
 from autolabel.errors import ReviewError
+from autolabel.review.names import SIGNALS
 
 log = logging.getLogger(__name__)
 
-SIGNALS = {
-    "confidence": "1 - mean confidence",
-    "ignored": "ignored-pixel share",
-    "rare": "rare (boost) class share",
-    "disagreement": "scale disagreement",
-    "flip": "flip disagreement",
-}
-DEFAULT_BY = ("confidence", "disagreement")
 SCORING = (
     "each signal -> its percentile among the candidates (share of others it exceeds, ties half); "
     "score = mean percentile of the chosen signals; missing value -> 0; ties -> smaller id first"
