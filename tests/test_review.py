@@ -417,6 +417,10 @@ def test_a_second_import_of_the_same_export_changes_nothing(labels: Path, mask_p
     second = _import_cli(labels, mask_package, out)
     assert second.exit_code == 0 and "already holds this import" in second.output
     assert files == {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    # the same corrections from the zip a tool hands out (read without extracting): the same label set
+    from_zip = tmp_path / "v2_zip"
+    assert _import_cli(labels, mask_package / "annotations.zip", from_zip).exit_code == 0
+    assert labelset.read_labelset(from_zip) == labelset.read_labelset(out)
     carried = next(r for r in labelset.read_manifest(out).to_pylist() if r["source"] == "teacher")
     assert os.path.samefile(out / carried["label"], labels / carried["label"])  # hard-linked, not copied
     # different corrections into the same folder are another label set: refused without --overwrite

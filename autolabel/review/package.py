@@ -188,7 +188,7 @@ class ExportTree:
             )
         elif zipfile.is_zipfile(self.path):
             self._zip = zipfile.ZipFile(self.path)
-            self.names = sorted(i.filename for i in self._zip.infolist() if not i.is_dir())
+            self.names = sorted(i.filename for i in self._zip.infolist() if not i.is_dir() and not _junk(i.filename))
         elif self.path.exists():
             raise ReviewError(f"{self.path}: expected a folder or a .zip archive exported by the tool")
         else:
@@ -220,6 +220,12 @@ class ExportTree:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _junk(name: str) -> bool:
+    """What archivers add beside the files (macOS resource forks)."""
+    parts = PurePosixPath(name).parts
+    return "__MACOSX" in parts or parts[-1].startswith("._")
 
 
 @dataclass
