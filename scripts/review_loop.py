@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by", default="confidence,disagreement")
     parser.add_argument("--tools", default=str(REPO / ".venv-review" / "bin" / "python"))
     args = parser.parse_args(argv)
-    work = args.work
+    work = args.work.resolve()  # the client runs from /, so every path it gets is absolute
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {"labels": str(args.labels), "top": args.top, "by": args.by, "formats": {}}
     result["audit_before"] = summary(audit_labelset(args.labels, "gtFine", CITYSCAPES))

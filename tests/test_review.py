@@ -459,3 +459,25 @@ def test_the_report_lists_the_review_selection_with_scores_and_links(labels: Pat
         for target in (mask_package / entry["files"]["image"], labels / entry["label"]):
             href = os.path.relpath(target, page.parent)
             assert f'href="{href}"' in section and (page.parent / href).is_file()
+
+
+def test_label_sets_that_store_dataset_label_ids_round_trip(city: Path, tmp_path: Path):
+    out = tmp_path / "ids"
+    teacher = stand_in_teacher(PixelTeacher())
+    teacher.settings = GenerateConfig(device="cpu", scales=(0.5, 1.0, 2.0), chunk_size=3, label_ids=True)
+    source = Source(layout="cityscapes", root=city, split=SPLIT)
+    job = GenerateJob(teacher=Path("stand-in.pt"), out=out, generate=teacher.settings, data=DataConfig(), source=source)
+    run_generate(job, source.discover(exclude=out), teacher.classes, teacher=teacher)
+    package = tmp_path / "package"
+    export_review(out, package, top=2, fmt="cvat-mask")
+    entry = read_package(package).images[0]
+    mask = package / entry["files"]["label"]
+    rgb = np.asarray(Image.open(mask).convert("RGB")).copy()
+    rgb[:8, :8] = CITYSCAPES.colors[CITYSCAPES.index("sky")]  # what a reviewer paints
+    rgb[8:10, :8] = 0  # and erases
+    Image.fromarray(rgb).save(mask)
+    import_review(out, package, tmp_path / "ids_v2")
+    stored = read_label(tmp_path / "ids_v2" / labelset.rows_by_id(labelset.read_manifest(out))[entry["id"]]["label"])
+    sky, void = CITYSCAPES.label_ids[CITYSCAPES.index("sky")], 0  # label ids: unlabelled is 0 there, not 255
+    assert (stored[:8, :8] == sky).all() and (stored[8:10, :8] == void).all()
+    assert verify_labelset(tmp_path / "ids_v2").ok
