@@ -128,14 +128,14 @@ $(STAMPS)/synth: | $(STAMP)
 	mkdir -p $(@D) && touch $@
 
 $(STAMPS)/teacher: | $(STAMP) $(if $(filter demo,$(PIPELINE_NAME)),$(STAMPS)/synth)
-	$(AUTOLABEL) train-teacher $(CONFIG_ARGS) --set train.out_dir=$(TEACHER_RUN) \
+	$(AUTOLABEL) train-teacher $(CONFIG_ARGS) --out $(TEACHER_RUN) \
 		$(call RESUME_OR_NEW,$(TEACHER_RUN))
 	mkdir -p $(@D) && touch $@
 
 # one stamp per shard: `make -j N generate` runs shards side by side, a SLURM array task runs one
 $(STAMPS)/generate-%-of-$(NUM_SHARDS): $(TEACHER_DEP) | $(STAMP)
 	$(AUTOLABEL) generate $(CONFIG_ARGS) --teacher $(TEACHER) --out $(LABELS) --shard $*/$(NUM_SHARDS) \
-		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+		$(if $(WORKERS),--dask-workers $(WORKERS)) $(if $(SCHEDULER),--dask-scheduler $(SCHEDULER))
 	mkdir -p $(@D) && touch $@
 
 $(STAMPS)/manifest: $(ALL_SHARD_STAMPS)
@@ -146,18 +146,18 @@ verify: | $(STAMP)
 	$(AUTOLABEL) verify $(LABELS)
 
 $(STAMPS)/student: $(STAMPS)/manifest
-	$(AUTOLABEL) train-student $(CONFIG_ARGS) --set train.out_dir=$(STUDENT_RUN) --labels $(LABELS) \
+	$(AUTOLABEL) train-student $(CONFIG_ARGS) --out $(STUDENT_RUN) --labels $(LABELS) \
 		$(call RESUME_OR_NEW,$(STUDENT_RUN))
 	mkdir -p $(@D) && touch $@
 
 $(STAMPS)/evaluate: $(STAMPS)/student $(TEACHER_DEP)
-	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(TEACHER) --data config --out $(OUT)/eval/teacher.json
+	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(TEACHER) --data config --json $(OUT)/eval/teacher.json
 	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(STUDENT_RUN)/last.pt --data config \
-		--out $(OUT)/eval/student.json
+		--json $(OUT)/eval/student.json
 	mkdir -p $(@D) && touch $@
 
 report: | $(STAMP)
-	$(AUTOLABEL) report $(LABELS) --dest $(OUT)/report --config $(PIPELINE) \
+	$(AUTOLABEL) report $(LABELS) --out $(OUT)/report --config $(PIPELINE) \
 		$(foreach m,teacher student,$(if $(wildcard $(OUT)/eval/$(m).json),--evaluation $(m)=$(OUT)/eval/$(m).json))
 
 clean-stamps:

@@ -24,6 +24,7 @@ __all__ = [
     "__version__",
     "audit_labels",
     "evaluate_checkpoint",
+    "evaluate_predictions",
     "generate_labels",
     "load_config",
     "plan_labels",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from autolabel.api import (
         audit_labels,
         evaluate_checkpoint,
+        evaluate_predictions,
         generate_labels,
         load_config,
         plan_labels,

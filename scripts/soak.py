@@ -141,7 +141,7 @@ def main() -> int:
         "generate",
         "--teacher",
         str(teacher),
-        "--dataset",
+        "--data",
         f"cityscapes:{city}:train_extra",
         "--out",
         str(out),
@@ -151,7 +151,7 @@ def main() -> int:
         "cpu",
         "--batch-size",
         "8",
-        "--workers",
+        "--dask-workers",
         str(args.workers),
     ]
     timeline: list[dict] = []

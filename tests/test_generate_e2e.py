@@ -375,8 +375,8 @@ def test_corrupt_inputs_become_error_rows_and_exit_3(tmp_path, teacher, broken_f
     assert "truncated" in errors["bad/truncated"] or "corrupt" in errors["bad/truncated"]
     assert "bad/empty" in result.output
     assert all(r["status"] == "ok" for i, r in rows.items() if i.startswith("good/"))
-    # verify accepts the set (error rows are listed, not problems)
-    assert run(["verify", str(out)]).output.count("error row:") == 4
+    # verify lists the error rows and, like generate, exits 3: some images have no label
+    assert run(["verify", str(out)], code=3).output.count("error row:") == 4
 
 
 def test_fail_fast_stops_at_the_first_bad_image(tmp_path, teacher, broken_folder):

@@ -181,7 +181,7 @@ def test_ranking_uses_what_an_old_manifest_has():
         rank_rows(rows, "disagreement")
     with pytest.raises(ReviewError, match="unknown signal"):
         rank_rows(rows, "confusion")
-    with pytest.raises(ReviewError, match="boost-class"):
+    with pytest.raises(ReviewError, match="boost-classes"):
         rank_rows(rows, "rare")
 
 
@@ -325,7 +325,7 @@ def test_image_keys_are_file_names_unique_within_the_label_set():
 def mask_package(labels: Path, tmp_path: Path) -> Path:
     package = tmp_path / "package"
     result = CliRunner().invoke(
-        main, ["review", "export", str(labels), "--top", "3", "--format", "cvat-mask", "--dest", str(package)]
+        main, ["review", "export", str(labels), "--top", "3", "--format", "cvat-mask", "--out", str(package)]
     )
     assert result.exit_code == 0, result.output
     assert "3 of 8 images by confidence,disagreement" in result.output

@@ -6,19 +6,30 @@ from pathlib import Path
 
 import click
 
-from autolabel.cli.base import main
+from autolabel.cli.base import (
+    FOLDER,
+    AutolabelGroup,
+    alias_option,
+    check_out_dir,
+    config_option,
+    load_pipeline,
+    main,
+    parse_names,
+    resolve_alias,
+    set_option,
+)
 from autolabel.review.names import DEFAULT_BY, DEFAULT_IMAGE_URL, FORMATS, SIGNALS
 
 
-@main.group("review")
+@main.group("review", cls=AutolabelGroup, short_help="Hand the worst labels to CVAT / Label Studio and back.")
 def review() -> None:
     """Hand the images that most need a look to CVAT or Label Studio, and take the corrections back in.
 
     See docs/review.md for the loop step by step."""
 
 
-@review.command("export")
-@click.argument("labelset", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@review.command("export", short_help="Package the images that most need a human for CVAT / Label Studio.")
+@click.argument("labelset", metavar="LABELSET", type=FOLDER)
 @click.option("--top", default=20, show_default=True, type=click.IntRange(1), help="Images to select.")
 @click.option(
     "--by",
@@ -35,44 +46,52 @@ def review() -> None:
     show_default=True,
     help="cvat-cityscapes: CVAT 'Cityscapes 1.0'; cvat-mask: CVAT 'Segmentation mask 1.1'; label-studio: tasks.",
 )
-@click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the package.")
+@click.option("--out", type=FOLDER, default=None, help="Folder for the package (new, empty, or an earlier one).")
+@config_option
+@set_option("classes.preset=cityscapes")
 @click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--boost-classes",
     default=None,
-    help="Pipeline TOML: class colours, and student.boost_classes for --by rare.",
+    metavar="NAMES",
+    help="The rare classes of --by rare, e.g. 'pole, person' [student.boost_classes of --config].",
 )
-@click.option("--boost-class", "boost_classes", multiple=True, metavar="NAME", help="A rare class (repeatable).")
 @click.option(
     "--image-url",
     default=None,
     metavar="PREFIX",
     help=f"label-studio: URL prefix of the images [default: {DEFAULT_IMAGE_URL}].",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an earlier package in --dest.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier package in --out.")
+@alias_option("--dest", "--out", "--out DIR", type=FOLDER)
+@click.pass_context
 def export_command(
+    ctx: click.Context,
     labelset: Path,
     top: int,
     by: str,
     fmt: str,
-    dest: Path,
+    out: Path | None,
     config_path: Path | None,
-    boost_classes: tuple[str, ...],
+    overrides: tuple[str, ...],
+    boost_classes: str | None,
     image_url: str | None,
     overwrite: bool,
 ) -> None:
-    """Write the TOP images of LABELSET that most need a human look as a package for the tool."""
+    """Write the TOP images of LABELSET that most need a human look as a package for the tool (--out DIR)."""
+    out = resolve_alias(ctx, "--out", "out", out)
+    if out is None:
+        raise click.UsageError("missing --out DIR: the folder for the package")
     from autolabel.api import review_export  # torch and friends: only when the command runs
 
+    cfg = load_pipeline(config_path, overrides) if config_path or overrides else None
     result = review_export(
         labelset,
-        dest,
+        check_out_dir(out),
         top=top,
         by=by,
         format=fmt,
-        config=config_path,
-        boost_classes=boost_classes or None,
+        config=cfg,
+        boost_classes=parse_names(boost_classes),
         image_url=image_url,
         overwrite=overwrite,
     )
@@ -82,12 +101,10 @@ def export_command(
     )
 
 
-@review.command("import")
-@click.argument("labelset", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("exported", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder of the new label set."
-)
+@review.command("import", short_help="Take a tool's corrected export back in as a new label set.")
+@click.argument("labelset", metavar="LABELSET", type=FOLDER)
+@click.argument("exported", metavar="EXPORTED", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=FOLDER, help="Folder of the new label set.")
 @click.option(
     "--review",
     "review_file",
@@ -98,13 +115,8 @@ def export_command(
 @click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default=None, help="The export's format [default: detect]."
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Pipeline TOML whose class list to use.",
-)
+@config_option
+@set_option("classes.preset=cityscapes")
 @click.option("--overwrite", is_flag=True, help="Replace another label set in --out.")
 def import_command(
     labelset: Path,
@@ -113,13 +125,15 @@ def import_command(
     review_file: Path | None,
     fmt: str | None,
     config_path: Path | None,
+    overrides: tuple[str, ...],
     overwrite: bool,
 ) -> None:
     """Write LABELSET with the corrections in EXPORTED (CVAT zip/folder, Label Studio JSON) as a new label set."""
     from autolabel.api import review_import  # torch and friends: only when the command runs
 
+    cfg = load_pipeline(config_path, overrides) if config_path or overrides else None
     result = review_import(
-        labelset, exported, out, review=review_file, format=fmt, config=config_path, overwrite=overwrite
+        labelset, exported, check_out_dir(out), review=review_file, format=fmt, config=cfg, overwrite=overwrite
     )
     if result.already_done:
         click.echo(f"{out} already holds this import (label set {result.labelset_id}); nothing to do")

@@ -233,33 +233,36 @@ def write_settings(job: GenerateJob, classes: ClassSet) -> WriteSettings:
         centroid_tile=job.generate.centroid_tile,
         ignore_index=classes.ignore_index,
         train_to_label=classes.train_to_label_lut() if job.generate.label_ids else None,
+        exif_transpose=job.data.exif_transpose,
     )
 
 
-def _decode(sample: Sample, max_pixels: int | None) -> tuple[np.ndarray | DataError, float]:
+def _decode(
+    sample: Sample, max_pixels: int | None, exif_transpose: bool = True
+) -> tuple[np.ndarray | DataError, float]:
     start = time.perf_counter()
     try:
-        image: np.ndarray | DataError = read_image(sample.image, max_pixels=max_pixels)
+        image: np.ndarray | DataError = read_image(sample.image, max_pixels=max_pixels, exif_transpose=exif_transpose)
     except DataError as exc:
         image = exc
     return image, time.perf_counter() - start
 
 
 def _prefetch(
-    pool: ThreadPoolExecutor, samples: Sequence[Sample], max_pixels: int | None, depth: int
+    pool: ThreadPoolExecutor, samples: Sequence[Sample], max_pixels: int | None, depth: int, exif_transpose: bool = True
 ) -> Iterator[tuple[Sample, np.ndarray | DataError, float]]:
     """Decode ahead of the consumer, at most ``depth`` images in flight."""
     queue: deque[tuple[Sample, Future]] = deque()
     items = iter(samples)
     for sample in items:
-        queue.append((sample, pool.submit(_decode, sample, max_pixels)))
+        queue.append((sample, pool.submit(_decode, sample, max_pixels, exif_transpose)))
         if len(queue) >= depth:
             break
     while queue:
         sample, future = queue.popleft()
         nxt = next(items, None)
         if nxt is not None:
-            queue.append((nxt, pool.submit(_decode, nxt, max_pixels)))
+            queue.append((nxt, pool.submit(_decode, nxt, max_pixels, exif_transpose)))
         image, seconds = future.result()
         yield sample, image, seconds
 
@@ -352,7 +355,8 @@ def process_chunks(
                 tracker.pending.append((sample.id, future))
             batch.clear()
 
-        for sample, image, decode_s in _prefetch(decoders, todo, max_pixels, 2 * batch_size + decode_workers):
+        depth = 2 * batch_size + decode_workers
+        for sample, image, decode_s in _prefetch(decoders, todo, max_pixels, depth, settings.exif_transpose):
             if isinstance(image, DataError):
                 log.warning("%s", image)
                 row = error_row(sample, str(image), settings.shard, decode_s)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from autolabel.data.datasets import AUTO_LABEL_TAG, Sample, auto_label_relpath
-from autolabel.data.io import encode_label_png
+from autolabel.data.io import encode_label_png, is_transposed
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset import confidence
 from autolabel.labelset.manifest import SIGNAL_COLUMNS
@@ -48,6 +48,7 @@ class WriteSettings:
     centroid_tile: int = 1024
     train_to_label: np.ndarray | None = None  # (256,) uint8 lut when labels are stored as dataset label ids
     ignore_index: int = 255
+    exif_transpose: bool = True  # images were read upright by their EXIF orientation (data.exif_transpose)
 
 
 def label_stats(
@@ -125,6 +126,8 @@ def finalise_image(
         "label_sha256": hashlib.sha256(png).hexdigest(),
         "shard": settings.shard,
         "seconds": float(seconds),
+        # the label is in the orientation the image was read in: upright when this is true
+        "exif_transposed": is_transposed(sample.image, settings.exif_transpose),
         "source": source,
         **signal_values(signals),
     }
@@ -156,6 +159,7 @@ def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) ->
         "label_sha256": None,
         "shard": shard,
         "seconds": float(seconds),
+        "exif_transposed": None,
         "source": None,
         **signal_values(None),
     }

@@ -41,6 +41,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("label_sha256", pa.string()),
         ("shard", pa.string()),  # "I/N"
         ("seconds", pa.float32()),  # wall time per image; the only column that differs between identical runs
+        # the image was turned upright by its EXIF orientation, and its label with it (null in older sets,
+        # which read every image as stored)
+        ("exif_transposed", pa.bool_()),
         # added for `review` (null in manifests written before them; readers take null source as "teacher"):
         ("source", pa.string()),  # "teacher" | "human" (a `review import` correction) | "coarse" (labelset.human)
         ("scale_disagreement", pa.float32()),  # share of pixels whose argmax differs, smallest vs largest scale

@@ -449,7 +449,7 @@ def _placeholder(ctx: _SheetContext, size: tuple[int, int], text: str) -> Image.
 
 def _image_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
     try:
-        tile = Image.fromarray(read_image(row["image"]))
+        tile = Image.fromarray(read_image(row["image"], exif_transpose=bool(row.get("exif_transposed"))))
     except AutolabelError:
         tile = _placeholder(ctx, size, "image not readable")
     return ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_image.png"), "image"

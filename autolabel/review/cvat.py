@@ -31,7 +31,7 @@ import numpy as np
 
 from autolabel.classes import ClassSet
 from autolabel.errors import ReviewError
-from autolabel.fs import atomic_write_bytes, link_or_copy
+from autolabel.fs import atomic_write_bytes
 from autolabel.review.package import (
     BACKGROUND,
     Correction,
@@ -117,7 +117,7 @@ def write_cityscapes(staging: Path, items: Sequence[ExportItem], classes: ClassS
             atomic_write_bytes(staging / name, data, durable=False)
         annotations += list(outputs)
         image = f"leftImg8bit/{SUBSET}/{stem}_leftImg8bit{item.image_suffix}"
-        link_or_copy(item.image, staging / image)
+        item.place_image(staging / image)
         files[item.key] = {"image": image, "label": f"{base}labelIds.png"}
     write_zip(staging / ANNOTATIONS_ZIP, staging, annotations)
     return files
@@ -214,7 +214,7 @@ def write_voc(staging: Path, items: Sequence[ExportItem], classes: ClassSet) -> 
         atomic_write_bytes(staging / mask, encode_png(palette[to_index[item.labels()]]), durable=False)
         annotations.append(mask)
         image = f"JPEGImages/{item.key}{item.image_suffix}"
-        link_or_copy(item.image, staging / image)
+        item.place_image(staging / image)
         files[item.key] = {"image": image, "label": mask}
     write_zip(staging / ANNOTATIONS_ZIP, staging, annotations)
     return files

@@ -142,13 +142,13 @@ def _check_dest(dest: Path, overwrite: bool) -> None:
     if not dest.exists():
         return
     if not dest.is_dir():
-        raise ReviewError(f"--dest {dest}: exists and is not a folder")
+        raise ReviewError(f"--out {dest}: exists and is not a folder")
     if not any(dest.iterdir()):
         return
     if not (dest / REVIEW_FILE).is_file():
-        raise ReviewError(f"--dest {dest}: a non-empty folder that is not a review package; choose another --dest")
+        raise ReviewError(f"--out {dest}: a non-empty folder that is not a review package; choose another --out")
     if not overwrite:
-        raise ReviewError(f"--dest {dest}: holds a review package already; use --overwrite to replace it")
+        raise ReviewError(f"--out {dest}: holds a review package already; use --overwrite to replace it")
 
 
 def _item(out: Path, ranked: Ranked, key: str, rank: int, lut: np.ndarray | None) -> ExportItem:
@@ -162,6 +162,7 @@ def _item(out: Path, ranked: Ranked, key: str, rank: int, lut: np.ndarray | None
         rank=rank,
         score=ranked.score,
         mean_confidence=row.get("mean_confidence"),
+        upright=bool(row.get("exif_transposed")),
     )
 
 

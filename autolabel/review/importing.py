@@ -259,6 +259,7 @@ class _Writer:
             centroid_tile=self.meta.get("centroid_tile", 1024),
             train_to_label=train_to_stored_lut(self.meta),
             ignore_index=self.classes.ignore_index,
+            exif_transpose=bool(row.get("exif_transposed")),  # the human label is in the old label's orientation
         )
         codes = np.where(labelled, self.top_code, np.uint8(0)).astype(np.uint8)
         sample = Sample(id=row["id"], image=Path(row["image"]))

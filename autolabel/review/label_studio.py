@@ -27,7 +27,7 @@ import numpy as np
 
 from autolabel.classes import ClassSet
 from autolabel.errors import ReviewError
-from autolabel.fs import atomic_write_bytes, link_or_copy
+from autolabel.fs import atomic_write_bytes
 from autolabel.review import rle
 from autolabel.review.package import Correction, ExportItem, class_lookup, hex_color, key_of_file, normalise_name
 
@@ -78,7 +78,7 @@ def write_label_studio(
     tasks, files = [], {}
     for item in items:
         name = f"{item.key}{item.image_suffix}"
-        link_or_copy(item.image, staging / IMAGES_DIR / name)
+        item.place_image(staging / IMAGES_DIR / name)
         tasks.append(
             {
                 "data": {

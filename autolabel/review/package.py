@@ -24,9 +24,9 @@ from PIL import Image
 
 from autolabel.classes import ClassSet
 from autolabel.data.datasets import CITYSCAPES_IMAGE_TAG
-from autolabel.data.io import read_label
+from autolabel.data.io import read_image, read_label, write_image_png
 from autolabel.errors import ReviewError
-from autolabel.fs import atomic_write_bytes, is_temp_name
+from autolabel.fs import atomic_write_bytes, is_temp_name, link_or_copy
 
 REVIEW_FILE = "review.json"
 PACKAGE_VERSION = 1
@@ -298,10 +298,20 @@ class ExportItem:
     rank: int
     score: float
     mean_confidence: float | None
+    upright: bool = False  # the label set read the image turned by its EXIF orientation (manifest exif_transposed)
 
     @property
     def image_suffix(self) -> str:
-        return self.image.suffix.lower() or ".png"
+        """The packaged image's suffix: a turned image is written as PNG, any other keeps its own."""
+        return ".png" if self.upright else (self.image.suffix.lower() or ".png")
+
+    def place_image(self, path: Path) -> None:
+        """The image as its label sees it at ``path``: a hard link (or copy) of the file, or, when the label set
+        turned it upright by its EXIF orientation, the upright pixels as a PNG (tools differ in honouring EXIF)."""
+        if self.upright:
+            write_image_png(path, read_image(self.image, exif_transpose=True))
+        else:
+            link_or_copy(self.image, path)
 
     def labels(self) -> np.ndarray:
         """(H, W) uint8 train ids, ignore where unlabelled (read when a writer needs them)."""

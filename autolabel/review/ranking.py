@@ -115,7 +115,7 @@ def rank_rows(
     names = parse_signals(by)
     if "rare" in names and not boost_ids:
         raise ReviewError(
-            "signal 'rare' needs the rare classes: give --boost-class NAME (repeatable) or a --config whose "
+            "signal 'rare' needs the rare classes: give --boost-classes NAMES or a --config whose "
             "student.boost_classes lists them"
         )
     candidates = [r for r in rows if is_candidate(r)]

@@ -48,7 +48,7 @@ def build_train_data(
     """Fine data (+ auto-label sets for a student), their centroids, the epoch planner and validation set."""
     lut = classes.label_to_train_lut()
     max_pixels = cfg.data.max_image_pixels
-    fine = FineSource(discover_split(cfg.data, cfg.data.train_split), lut, max_pixels)
+    fine = FineSource(discover_split(cfg.data, cfg.data.train_split), lut, max_pixels, cfg.data.exif_transpose)
     sources: list[FineSource | AutoLabelSource] = [fine]
     centroids = [_fine_centroids(fine, lut, cfg, classes, run_dir)]
     weights = [cfg.student.fine_loss_weight]

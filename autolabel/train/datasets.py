@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 class FineSource:
     """Human-labelled samples; labels hold dataset label values mapped to train ids by ``lut``."""
 
-    def __init__(self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None):
+    def __init__(
+        self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None, exif_transpose: bool = True
+    ):
         unlabelled = [s.id for s in samples if s.label is None]
         if unlabelled:
             logger.warning(
@@ -44,6 +46,7 @@ class FineSource:
         self.samples = [s for s in samples if s.label is not None]
         self.lut = lut
         self.max_pixels = max_pixels
+        self.exif_transpose = exif_transpose
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,7 +58,7 @@ class FineSource:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.samples[index]
         assert sample.label is not None  # __init__ keeps labelled samples only
-        image = read_image(sample.image, self.max_pixels)
+        image = read_image(sample.image, self.max_pixels, exif_transpose=self.exif_transpose)
         label = read_label(sample.label, self.lut, self.max_pixels)
         check_same_size(image, label, sample.label)
         return image, label
@@ -133,7 +136,8 @@ class AutoLabelSource:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.rows[index]
         label_path = self.out / row["label"]
-        image = read_image(row["image"], self.max_pixels)
+        # the image in the orientation its label was made in (older sets read every image as stored)
+        image = read_image(row["image"], self.max_pixels, exif_transpose=bool(row.get("exif_transposed")))
         label = read_label(label_path, self.label_lut, self.max_pixels)
         check_same_size(image, label, label_path)
         if self.threshold is not None:

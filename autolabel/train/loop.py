@@ -205,7 +205,8 @@ class FitResult:
 class Trainer:
     """One run's training state, shared by the epoch loop, its logging, validation and saving.
 
-    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start`` are called on the main process only.
+    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start``/``on_validate`` are called on the main
+    process only.
     """
 
     cfg: PipelineConfig
@@ -221,6 +222,7 @@ class Trainer:
     loss_fn: Callable
     on_step: Callable[[Position, dict[str, float]], None] | None = None
     on_epoch_start: Callable[[int, int], None] | None = None
+    on_validate: Callable[[int, SegMetrics], None] | None = None
 
     def run(self) -> FitResult:
         """Train from ``pos`` to ``train.epochs`` (or ``train.max_iters``), validating and saving per epoch."""
@@ -313,6 +315,8 @@ class Trainer:
             self.model, self.data.val_samples, self.classes, device=self.info.device, settings=settings, info=self.info
         )
         self.log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
+        if self.on_validate is not None and self.info.is_main:
+            self.on_validate(pos.epoch, metrics)
         if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
             pos.best_miou = metrics.miou
             if self.info.is_main:
@@ -336,11 +340,13 @@ def fit(
     overwrite: bool = False,
     on_step: Callable[[Position, dict[str, float]], None] | None = None,
     on_epoch_start: Callable[[int, int], None] | None = None,
+    on_validate: Callable[[int, SegMetrics], None] | None = None,
 ) -> FitResult:
     """Train a teacher (fine labels) or a student (fine + auto-label sets ``labels``) as ``cfg`` says.
 
-    Runs under torchrun as well (one process per device). ``on_step``/``on_epoch_start(epoch, steps)`` are
-    called on the main process only (the CLI hangs its progress bar on them).
+    Runs under torchrun as well (one process per device). ``on_step``/``on_epoch_start(epoch, steps)`` and
+    ``on_validate(epochs_done, metrics)`` are called on the main process only (the CLI hangs its progress
+    bar and log lines on them).
     """
     labels = tuple(Path(p) for p in labels) or cfg.student.labels
     if student and not labels:
@@ -390,6 +396,7 @@ def fit(
         loss_fn=build_loss(cfg.loss, classes.num_classes, classes.ignore_index),
         on_step=on_step,
         on_epoch_start=on_epoch_start,
+        on_validate=on_validate,
     )
     return trainer.run()
 
