@@ -233,18 +233,24 @@ class _Writer:
         self.carried += 1
 
     def _carry_extras(self, row: dict[str, Any]) -> None:
-        """Confidence map and attention maps, linked file by file."""
+        """Confidence map (unless the image was corrected) and attention maps, linked file by file."""
         if self.meta.get("confidence") and row["id"] not in self.corrections:
-            array = confidence.store_path(self.src) / row["id"]
-            # the chunk before zarr.json: a reader takes an array with zarr.json for complete
-            for path in sorted(array.rglob("*"), key=lambda p: (p.name == "zarr.json", p.as_posix())):
-                if path.is_file():
-                    link_or_copy(path, confidence.store_path(self.out) / row["id"] / path.relative_to(array))
+            self._carry_codes(row["id"])
         prefix = Path(attention_relpath(row["id"], ""))
         folder = self.src / prefix.parent
         if folder.is_dir():
             for path in folder.glob(f"{prefix.name}attn_*.png"):
                 link_or_copy(path, self.out / prefix.parent / path.name)
+
+    def _carry_codes(self, image_id: str) -> None:
+        array = confidence.store_path(self.src) / image_id
+        if not array.is_dir():  # a store that keeps no folder per image: through the store's own API
+            confidence.write_codes(self.out, image_id, confidence.load_confidence(self.src, image_id))
+            return
+        # the chunk before zarr.json: a reader takes an array with zarr.json for complete
+        for path in sorted(array.rglob("*"), key=lambda p: (p.name == "zarr.json", p.as_posix())):
+            if path.is_file():
+                link_or_copy(path, confidence.store_path(self.out) / image_id / path.relative_to(array))
 
     def _human(self, row: dict[str, Any], labels: np.ndarray) -> dict[str, Any]:
         old = read_label(self.src / row["label"], self.lut)
