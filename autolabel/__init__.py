@@ -23,6 +23,7 @@ __all__ = [
     "AutolabelError",
     "__version__",
     "audit_labels",
+    "diff_labelsets",
     "evaluate_checkpoint",
     "evaluate_predictions",
     "generate_labels",
@@ -32,6 +33,7 @@ __all__ = [
     "read_manifest",
     "review_export",
     "review_import",
+    "run_rounds",
     "train_student",
     "train_teacher",
     "verify_labels",
@@ -40,6 +42,7 @@ __all__ = [
 if TYPE_CHECKING:
     from autolabel.api import (
         audit_labels,
+        diff_labelsets,
         evaluate_checkpoint,
         evaluate_predictions,
         generate_labels,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
         read_manifest,
         review_export,
         review_import,
+        run_rounds,
         train_student,
         train_teacher,
         verify_labels,

@@ -121,6 +121,13 @@ class ModelConfig:
             )
         if self.mscale == "single" and len(self.train_scales) != 1:
             raise ConfigError("model.train_scales: mscale = 'single' takes exactly one scale")
+        if self.mscale == "hierarchical" and len(self.train_scales) < 2:
+            # one scale would never use the attention head: DDP then fails at the second step (unused
+            # parameters), and the head would label with untrained weights
+            raise ConfigError(
+                f"model.train_scales: {list(self.train_scales)}; mscale = 'hierarchical' trains on a pair of scales "
+                "(e.g. [0.5, 1.0]); for one scale use mscale = 'single'"
+            )
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,8 @@ class GenerateConfig:
     threshold: float = num(0.5, 0.0, 1.0, hi_open=True)
     batch_size: int = num(1, 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # autocast of the forward; auto = bf16 on GPUs that have it, else fp16 on CUDA, fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     confidence: bool = True
     attention: bool = False
     label_ids: bool = False

@@ -131,6 +131,13 @@ def _default_data(spec: str | None, config_path: Path | None, cfg: PipelineConfi
     help="Where the model runs.",
 )
 @click.option(
+    "--precision",
+    default="auto",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    show_default=True,
+    help="Autocast of the forward (auto: bf16/fp16 on a GPU, fp32 on the CPU).",
+)
+@click.option(
     "--save-predictions",
     type=FOLDER,
     default=None,
@@ -160,6 +167,7 @@ def evaluate(
     flip: bool,
     tile_size: int,
     device: str,
+    precision: str,
     save_predictions: Path | None,
     official: bool,
     out: Path | None,
@@ -213,6 +221,7 @@ def evaluate(
                     flip=flip,
                     tile_size=tile_size,
                     device=device,
+                    precision=precision,
                     values=values,  # type: ignore[arg-type]
                     save_predictions=save_predictions,
                     official=official,

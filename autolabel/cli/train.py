@@ -37,7 +37,7 @@ from autolabel.config import PipelineConfig
 
 if TYPE_CHECKING:
     from autolabel.metrics import SegMetrics
-    from autolabel.train.loop import FitResult
+    from autolabel.train.loop import FitResult, LossParts
     from autolabel.train.state import Position
 
 
@@ -81,8 +81,9 @@ class TrainReport:
             self.bar = progress(length=steps, label=f"epoch {epoch + 1}/{self.epochs}")
             self.bar.__enter__()
 
-    def step(self, pos: Position, parts: dict[str, float]) -> None:
-        """The loop's ``on_step(position, loss parts incl. lr)``."""
+    def step(self, pos: Position, parts: LossParts) -> None:
+        """The loop's ``on_step(position, loss parts incl. lr)``; the parts (device tensors) are read only
+        for the steps a line is printed for, so the other steps never wait for the device."""
         self.steps_timed += 1
         self.epoch_left = max(0, self.epoch_left - 1)
         if self.bar is not None:
@@ -91,7 +92,7 @@ class TrainReport:
         if pos.global_step % self.log_every == 0 or self.epoch_left == 0:
             click.echo(self.line(pos, parts), err=True)
 
-    def line(self, pos: Position, parts: dict[str, float]) -> str:
+    def line(self, pos: Position, parts: LossParts) -> str:
         elapsed = time.perf_counter() - self.started
         per_step = elapsed / self.steps_timed if self.steps_timed else 0.0
         # later epochs are taken to be as long as this one (a student's get shorter once auto labels drop)

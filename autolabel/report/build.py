@@ -23,6 +23,7 @@ from autolabel.errors import AutolabelError, LabelSetError
 from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
 from autolabel.labelset import confidence
 from autolabel.report import collect, html, plots
+from autolabel.report.diff import diff_section, read_diff
 from autolabel.report.review import review_section
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build_report(
     *,
     evaluations: Mapping[str, Path] | None = None,
     audits: Mapping[str, Path] | None = None,
+    diff: Path | None = None,
     fine_source: Source | None = None,
     classes: ClassSet | None = None,
     options: ReportOptions = ReportOptions(),
@@ -73,8 +75,9 @@ def build_report(
     name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
     threshold next to the coverage curve). ``fine_source`` (a source description as in
     :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
-    the ``train`` split of a Cityscapes source). ``review`` is a ``review.json`` of `autolabel review export`,
-    whose selection gets its own section.
+    the ``train`` split of a Cityscapes source). ``diff`` is a JSON of ``autolabel diff`` from a previous
+    label set to this one (``rounds`` writes one per round), shown after the overview. ``review`` is a
+    ``review.json`` of `autolabel review export`, whose selection gets its own section.
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
@@ -82,11 +85,14 @@ def build_report(
     classes = _check_classes(classes, meta)
     evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
     checks = [collect.read_audit(path, name) for name, path in (audits or {}).items()]
+    changes = read_diff(diff) if diff is not None else None
     step = on_step or (lambda name: None)
     staging = temp_sibling(dest)
     try:
         assets = _Assets(staging)
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
+        if changes is not None:
+            sections.insert(1, diff_section(changes))
         if review is not None:
             sheets = next((i for i, part in enumerate(sections) if 'id="worst"' in part), len(sections))
             sections.insert(sheets, review_section(review, dest, meta))  # before the picture sheets

@@ -31,6 +31,7 @@ from autolabel.data.io import read_label
 from autolabel.errors import LabelSetError, ReviewError
 from autolabel.fs import link_or_copy
 from autolabel.labelset import confidence
+from autolabel.labelset.checksums import FINGERPRINT_KEYS
 from autolabel.labelset.files import WriteSettings, attention_relpath, finalise_image
 from autolabel.review import cvat, label_studio
 from autolabel.review.export import labelset_classes, stored_to_train_lut, train_to_stored_lut
@@ -270,7 +271,15 @@ class _Writer:
         codes = np.where(labelled, self.top_code, np.uint8(0)).astype(np.uint8)
         sample = Sample(id=row["id"], image=Path(row["image"]))
         # a human label is certain where it labels: confidence 1 there, 0 on unlabelled pixels
-        new = finalise_image(settings, sample, labels, codes, float(labelled.mean()), {}, 0.0, source="human")
+        fingerprint = {k: row.get(k) for k in FINGERPRINT_KEYS}  # the same image as the parent's row
+        new = finalise_image(
+            settings, sample, labels, codes, float(labelled.mean()), {}, 0.0, fingerprint, source="human"
+        )
         self._carry_extras(row)
+        if row.get("output_files") is None:  # a row from before output_files: verify owns its files by prefix
+            new["output_files"] = None
+        else:  # the attention maps come over linked, so the parent's checksums of them still hold
+            attention = [e for e in row["output_files"] if e["path"].startswith(f"{labelset.ATTENTION_DIR}/")]
+            new["output_files"] = sorted([*new["output_files"], *attention], key=lambda e: e["path"])
         self.written.add(row["id"])
         return new
