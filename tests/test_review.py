@@ -30,6 +30,7 @@ from autolabel.errors import EXIT_USER_ERROR, ReviewError
 from autolabel.generate.runner import GenerateJob, run_generate
 from autolabel.generate.teacher import Teacher
 from autolabel.labelset import confidence
+from autolabel.labelset.checksums import FINGERPRINT_KEYS
 from autolabel.labelset.confidence import make_ladder
 from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import LoadedCheckpoint
@@ -68,10 +69,24 @@ class PixelTeacher(nn.Module):
         return out
 
 
-def stand_in_teacher(model: nn.Module, scales=(0.5, 1.0, 2.0), flip=False, tile_size=0, num_classes=19) -> Teacher:
+class AttentionPixelTeacher(PixelTeacher):
+    """PixelTeacher with per-scale attention maps (what ``generate --attention`` keeps)."""
+
+    def forward(self, images: torch.Tensor, scales=None) -> dict[str, torch.Tensor]:
+        out = super().forward(images, scales)
+        for s in scales or [1.0]:
+            out[f"attn_{float(s)}x"] = torch.sigmoid(images[:, :1] * float(s))  # (B, 1, H, W)
+        return out
+
+
+def stand_in_teacher(
+    model: nn.Module, scales=(0.5, 1.0, 2.0), flip=False, tile_size=0, num_classes=19, attention=False
+) -> Teacher:
     names = CITYSCAPES.names if num_classes == 19 else tuple(f"c{i}" for i in range(num_classes))
     loaded = LoadedCheckpoint(model=model, model_cfg=ModelConfig(width="tiny"), class_names=names, sha256="stand-in")
-    settings = GenerateConfig(device="cpu", scales=scales, flip=flip, tile_size=tile_size, chunk_size=3)
+    settings = GenerateConfig(
+        device="cpu", scales=scales, flip=flip, tile_size=tile_size, chunk_size=3, attention=attention
+    )
     from autolabel.classes import class_set_for_names
 
     return Teacher(loaded, class_set_for_names(names), torch.device("cpu"), settings, DataConfig(), make_ladder(0.5))
@@ -431,6 +446,29 @@ def test_a_second_import_of_the_same_export_changes_nothing(labels: Path, mask_p
     rgb[:4, :4] = CITYSCAPES.colors[CITYSCAPES.index("sky")]
     Image.fromarray(rgb).save(mask)
     _one_line_error(_import_cli(labels, changed, out), "--overwrite")
+
+
+def test_corrected_rows_keep_the_input_fingerprint_and_list_the_linked_attention_maps(city: Path, tmp_path: Path):
+    labels = tmp_path / "labels"
+    teacher = stand_in_teacher(AttentionPixelTeacher(), attention=True)
+    source = Source(layout="cityscapes", root=city, split=SPLIT)
+    job = GenerateJob(teacher=Path("t.pt"), out=labels, generate=teacher.settings, data=DataConfig(), source=source)
+    assert run_generate(job, source.discover(exclude=labels), teacher.classes, teacher=teacher).ok == N_IMAGES
+    package = tmp_path / "package"
+    export_review(labels, package, top=3, fmt="cvat-mask")
+    out = tmp_path / "v2"
+    import_review(labels, package, out)  # the package itself: the teacher's masks, accepted as they are
+    old = labelset.rows_by_id(labelset.read_manifest(labels))
+    human = [r for r in labelset.read_manifest(out).to_pylist() if r["source"] == "human"]
+    assert len(human) == 3
+    for row in human:
+        parent = old[row["id"]]
+        assert [row[k] for k in FINGERPRINT_KEYS] == [parent[k] for k in FINGERPRINT_KEYS]
+        assert parent["input_sha256"] is not None
+        attention = sorted(e["path"] for e in parent["output_files"] if e["path"].startswith("attention/"))
+        assert len(attention) == 3 and set(attention) <= {e["path"] for e in row["output_files"]}
+    report = verify_labelset(out)
+    assert report.ok, report.problems
 
 
 def test_a_student_weights_corrected_images_with_the_human_weight(labels: Path, mask_package: Path, tmp_path: Path):

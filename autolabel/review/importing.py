@@ -16,6 +16,7 @@ running it again; a second import of the same corrections finds ``OUT2`` complet
 
 from __future__ import annotations
 
+import glob
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -237,11 +238,11 @@ class _Writer:
         """Confidence map (unless the image was corrected) and attention maps, linked file by file."""
         if self.meta.get("confidence") and row["id"] not in self.corrections:
             self._carry_codes(row["id"])
-        prefix = Path(attention_relpath(row["id"], ""))
-        folder = self.src / prefix.parent
+        first = Path(attention_relpath(row["id"], "attn_"))  # attention/<id>_attn_.png: folder and name stem
+        folder = self.src / first.parent
         if folder.is_dir():
-            for path in folder.glob(f"{prefix.name}attn_*.png"):
-                link_or_copy(path, self.out / prefix.parent / path.name)
+            for path in folder.glob(f"{glob.escape(Path(row['id']).name)}_attn_*.png"):
+                link_or_copy(path, self.out / first.parent / path.name)
 
     def _carry_codes(self, image_id: str) -> None:
         array = confidence.store_path(self.src) / image_id
