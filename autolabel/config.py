@@ -194,6 +194,8 @@ class StudentConfig:
     # train even on a label set in which no pixel carries a label (by default that is refused: it would
     # train on fine labels only while saying otherwise)
     allow_empty_labels: bool = False
+    # images of a label set corrected by `review import` (manifest source = "human"); unset = fine_loss_weight
+    human_loss_weight: float | None = num(None, 0.0)
 
 
 @dataclass(frozen=True)

@@ -591,6 +591,7 @@ def _label(
                     decoded.seconds + share,
                     decoded.fingerprint,
                     rows_journal,
+                    {k: float(v[b]) for k, v in predicted.signals.items()},
                     predicted.classes[b] if predicted.classes is not None else None,
                     predicted.histogram[b] if predicted.histogram is not None else None,
                 )
@@ -638,6 +639,7 @@ def _timed_finalise(
     seconds: float,
     fingerprint: dict[str, Any] | None,
     rows_journal: journal.Journal | None,
+    signals: dict[str, float] | None = None,
     classes: np.ndarray | None = None,
     histogram: np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -651,6 +653,7 @@ def _timed_finalise(
         attention,
         0.0,
         fingerprint,
+        signals=signals,
         classes=classes,
         histogram=confidence.encode_histogram(histogram) if histogram is not None and settings.confidence else None,
     )

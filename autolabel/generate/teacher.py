@@ -9,7 +9,7 @@ softmax, argmax and the thresholds stay in fp32.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.errors import CheckpointError
+from autolabel.generate.signals import ranking_signals, signal_keys
 from autolabel.generate.thresholds import LabellingThresholds, global_thresholds, resolve_thresholds
 from autolabel.labelset import confidence
 from autolabel.labelset.confidence import IGNORE, class_code_histogram, mean_probability, quantise
@@ -85,6 +86,7 @@ class PredictedBatch:
     attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
     classes: np.ndarray | None = None  # (B, H, W) argmax of every pixel
     histogram: np.ndarray | None = None  # (B, C, len(ladder) + 1) int64
+    signals: dict[str, np.ndarray] = field(default_factory=dict)  # ranking signal -> (B,) float32 (generate.signals)
 
 
 class Teacher:
@@ -156,9 +158,10 @@ class Teacher:
         return cls(loaded, classes, dev, settings, data, ladder, thresholds)
 
     def output_keys(self) -> set[str]:
-        """The model outputs labelling needs: the fused logits, and attention maps when they are kept."""
+        """The model outputs labelling needs: the fused logits, attention maps when they are kept, and what the
+        ranking signals are computed from."""
         attention = {f"attn_{s}x" for s in self.settings.scales} if self.settings.attention else set()
-        return {"pred", *attention}
+        return {"pred", *attention, *signal_keys(self.settings.scales, self.settings.flip)[0]}
 
     def predict(self, images: np.ndarray) -> PredictedBatch:
         """uint8 (B, H, W, 3) RGB -> thresholded labels, confidence codes, mean confidence, attention."""
@@ -169,6 +172,7 @@ class Teacher:
             device=self.device,
             mean=self.mean,
             std=self.std,
+            input_size_keys=signal_keys(self.settings.scales, self.settings.flip)[1],
             precision=self.precision,
             keys=self.output_keys(),
         )
@@ -180,6 +184,7 @@ class Teacher:
             temperature=limits.temperature,
             histogram=self.settings.confidence,
         )
+        signals = ranking_signals(outputs, self.settings.scales, self.settings.flip)
         attention = {}
         if self.settings.attention:
             attention = {
@@ -195,4 +200,5 @@ class Teacher:
             attention=attention,
             classes=result.classes.cpu().numpy(),
             histogram=result.histogram.cpu().numpy() if result.histogram is not None else None,
+            signals={name: value.cpu().numpy() for name, value in signals.items()},
         )

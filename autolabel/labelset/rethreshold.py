@@ -357,6 +357,8 @@ def _rethreshold_row(job: _Job, row: dict[str, Any]) -> dict:
     )
     sample = Sample(id=row["id"], image=Path(row["image"]))
     fingerprint = {k: row.get(k) for k in FINGERPRINT_KEYS}  # the same input as the source row's
+    # the teacher's ranking signals and the label's source belong to the image, not to the threshold
+    signals = {name: row.get(name) for name in labelset.SIGNAL_COLUMNS}
     new = finalise_image(
         settings,
         sample,
@@ -367,6 +369,8 @@ def _rethreshold_row(job: _Job, row: dict[str, Any]) -> dict:
         row["seconds"],
         fingerprint,
         histogram=row.get("confidence_histogram"),  # the store is unchanged, so is its histogram
+        signals=signals,
+        source=row.get("source") or "teacher",
     )
     if job.in_place:  # the confidence array (and any attention map) stays as it is
         new["output_files"] = row.get("output_files")
