@@ -209,9 +209,9 @@ def test_generate_records_the_signals_and_the_source(labels: Path):
 
 
 def test_rethresholding_keeps_the_signals_and_the_source(labels: Path, tmp_path: Path):
-    from autolabel.labelset.rethreshold import rethreshold
+    from autolabel.labelset.rethreshold import ThresholdRequest, rethreshold
 
-    rethreshold(labels, 0.6, tmp_path / "at_0.6")
+    rethreshold(labels, ThresholdRequest(threshold=0.6), tmp_path / "at_0.6")
     before = labelset.rows_by_id(labelset.read_manifest(labels))
     after = labelset.rows_by_id(labelset.read_manifest(tmp_path / "at_0.6"))
     for image_id, row in after.items():
@@ -483,6 +483,31 @@ def test_a_student_weights_corrected_images_with_the_human_weight(labels: Path, 
     dataset = TrainDataset([source], transform=None, loss_weights=[0.25], human_loss_weight=2.0)  # type: ignore[arg-type]
     weights = [dataset.loss_weight(PlanItem(0, i, -1, -1, 0)) for i in range(len(source))]
     assert weights == [2.0 if human else 0.25 for human in source.human] and sum(source.human) == 3
+
+
+def test_re_thresholding_down_or_up_leaves_the_human_corrections_as_they_are(
+    labels: Path, mask_package: Path, tmp_path: Path
+):
+    from autolabel.labelset.rethreshold import ThresholdRequest, rethreshold
+    from autolabel.train.datasets import AutoLabelSource
+
+    out = tmp_path / "v2"
+    import_review(labels, mask_package, out)
+    human = [r for r in labelset.read_manifest(out).to_pylist() if r["source"] == "human"]
+    assert human
+    ladder = labelset.read_labelset(out)["ladder"]  # this fixture's: 0.5, 0.55, ..., 0.95
+    source_set = out
+    for threshold in (ladder[-2], ladder[0]):  # up from the set's 0.5, then from there down again
+        dest = tmp_path / f"at_{threshold}"
+        rethreshold(source_set, ThresholdRequest(threshold=threshold), dest)
+        source_set = dest
+        for row in human:
+            assert (dest / row["label"]).read_bytes() == (out / row["label"]).read_bytes()
+        source = AutoLabelSource(out, CITYSCAPES, threshold=threshold)  # the student's re-threshold at load time
+        for i, image_id in enumerate(source.ids):
+            if source.human[i]:
+                row = next(r for r in human if r["id"] == image_id)
+                assert np.array_equal(source.load(i)[1], read_label(out / row["label"], source.label_lut))
 
 
 def test_the_report_lists_the_review_selection_with_scores_and_links(labels: Path, mask_package: Path, tmp_path):
