@@ -62,6 +62,7 @@ class GenerateJob:
     fail_fast: bool = False
     overwrite: bool = False
     source: Source | None = None  # how the inputs were named (kept in labelset.json)
+    tiling_plan: dict[str, Any] | None = None  # how the planner chose generate.tile_size (kept in labelset.json)
 
 
 @dataclass
@@ -130,6 +131,7 @@ def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict
         png_compress_level=job.generate.png_compress_level,
         centroid_tile=job.generate.centroid_tile,
         source=job.source.to_dict() if job.source is not None else {},
+        tiling_plan=job.tiling_plan,
     )
 
 
