@@ -7,13 +7,14 @@ AUTOLABEL := $(VENV)/bin/autolabel
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv test test-fast lint demo synth teacher generate manifest verify student evaluate report \
-	reproduce bench soak clean-stamps gpu-check gpu-wheels
+	reproduce rounds bench soak clean-stamps gpu-check gpu-wheels
 
 help:
 	@echo "make demo       - the whole pipeline on a synthetic city (sets up .venv; DEMO_OUT=$(DEMO_OUT))"
 	@echo "make test       - run the test suite (sets up .venv)"
 	@echo "make lint       - ruff check, ruff format --check, mypy"
 	@echo "make reproduce  - the paper's findings in miniature -> results/ (REPRO_SEEDS=$(REPRO_SEEDS))"
+	@echo "make rounds     - self-training rounds on the synthetic city (ROUNDS=$(ROUNDS) ROUNDS_SEEDS= ROUNDS_JOBS= STOP_WHEN=)"
 	@echo "make bench      - benchmarks -> results/bench.json (BENCH_QUICK=1 for the short version)"
 	@echo "make soak       - 20,000 tiny images through generate, interrupted twice"
 	@echo "make gpu-wheels - wheels of zarr/dask for a GPU machine without them -> .whl/ (needs PyPI)"
@@ -56,12 +57,23 @@ lint: $(STAMP)
 DEMO_OUT ?= runs/demo
 REPRO_OUT ?= results
 REPRO_SEEDS ?= 3
+ROUNDS ?= 2
+ROUNDS_OUT ?= runs/rounds
+ROUNDS_SEEDS ?=
+ROUNDS_JOBS ?= 2
+STOP_WHEN ?=
 
 demo: $(STAMP)
 	$(AUTOLABEL) demo --out $(DEMO_OUT) --config pipelines/demo.toml
 
 reproduce: $(STAMP)
 	$(AUTOLABEL) reproduce --out $(REPRO_OUT) --seeds $(REPRO_SEEDS) --work runs/reproduce
+
+# round 1 = the demo's teacher -> labels -> student; round k+1 relabels with round k's student (docs/rounds.md)
+rounds: $(STAMP)
+	$(AUTOLABEL) rounds --config pipelines/demo.toml --synthetic --rounds $(ROUNDS) --out $(ROUNDS_OUT) \
+		$(if $(ROUNDS_SEEDS),--seeds $(ROUNDS_SEEDS) --jobs $(ROUNDS_JOBS)) $(if $(STOP_WHEN),--stop-when '$(STOP_WHEN)') \
+		$(foreach s,$(SET),--set $(s))
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -23,6 +23,7 @@ __all__ = [
     "AutolabelError",
     "__version__",
     "audit_labels",
+    "diff_labelsets",
     "evaluate_checkpoint",
     "evaluate_predictions",
     "generate_labels",
@@ -30,6 +31,7 @@ __all__ = [
     "plan_labels",
     "read_labelset",
     "read_manifest",
+    "run_rounds",
     "train_student",
     "train_teacher",
     "verify_labels",
@@ -38,6 +40,7 @@ __all__ = [
 if TYPE_CHECKING:
     from autolabel.api import (
         audit_labels,
+        diff_labelsets,
         evaluate_checkpoint,
         evaluate_predictions,
         generate_labels,
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
         plan_labels,
         read_labelset,
         read_manifest,
+        run_rounds,
         train_student,
         train_teacher,
         verify_labels,

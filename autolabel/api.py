@@ -15,6 +15,7 @@ Every function checks what it is given like the config loader does (a wrong valu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ from autolabel.generate.planner import LabelPlan, auto_tiling
 from autolabel.generate.planner import plan_labels as plan_generate
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.generate.sharding import Shard, parse_shard, shard_from_env
+from autolabel.labelset.diff import diff_labelsets as _diff_labelsets
 from autolabel.labelset.verify import VerifyReport
 from autolabel.labelset.verify import verify_labelset as _verify_labelset
 from autolabel.metrics import SegMetrics
@@ -48,11 +50,14 @@ from autolabel.models.device import parse_precision, resolve_device
 from autolabel.models.evaluation import EvalSettings
 from autolabel.train.loop import FitResult, LossParts, fit
 from autolabel.train.state import CACHE, LAST, RUN_FILES, Position
+from autolabel.workflows.rounds import City, RoundsSettings, parse_stop_rule
+from autolabel.workflows.rounds import run_rounds as _run_rounds
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "audit_labels",
+    "diff_labelsets",
     "evaluate_checkpoint",
     "evaluate_predictions",
     "generate_labels",
@@ -60,6 +65,7 @@ __all__ = [
     "plan_labels",
     "read_labelset",
     "read_manifest",
+    "run_rounds",
     "train_student",
     "train_teacher",
     "verify_labels",
@@ -139,6 +145,8 @@ def generate_labels(
     scheduler: str | None = None,
     overwrite: bool = False,
     fail_fast: bool = False,
+    recheck_inputs: bool = False,
+    wait: bool = False,
     on_total: CountFn | None = None,
     on_image: CountFn | None = None,
     **settings: Any,
@@ -159,6 +167,9 @@ def generate_labels(
         scheduler: run on the existing Dask cluster at this address.
         overwrite: replace a different label set in ``out``.
         fail_fast: stop at the first unreadable image.
+        recheck_inputs: hash every input again (not only those whose size or mtime changed) and label again the
+            images whose rows have no input fingerprint (written by an older version).
+        wait: when another job holds this shard's lock, wait for it instead of refusing.
         on_total: called once with the number of images in this shard.
         on_image: called with the number of images finished, as they finish.
         settings: ``[generate]`` values (``threshold=0.9``, ``scales=(0.5, 1.0)``, ...), checked like the config.
@@ -166,6 +177,7 @@ def generate_labels(
     job, samples, class_set = _generate_job(
         teacher, data, out, config, classes, shard, limit, overwrite=overwrite, fail_fast=fail_fast, settings=settings
     )
+    job = dataclasses.replace(job, recheck_inputs=recheck_inputs, wait=wait)
     # with a memory budget and tile_size 0 the planner picks the tiling first (here, on this process's device)
     job, teacher_model = auto_tiling(job, samples, class_set)
     if on_total is not None:
@@ -626,3 +638,75 @@ def verify_labels(labels: str | Path, *, check_inputs: bool = True) -> VerifyRep
         check_inputs: also list the inputs again and check each has exactly one row.
     """
     return _verify_labelset(labels, check_inputs=check_inputs)
+
+
+def diff_labelsets(
+    a: str | Path,
+    b: str | Path,
+    *,
+    top: int = 10,
+    config: PipelineConfig | str | Path | None = None,
+    on_total: CountFn | None = None,
+    on_image: CountFn | None = None,
+) -> dict[str, Any]:
+    """What changed from label set ``a`` to ``b`` over the images both labelled (what ``autolabel diff``
+    prints): per class pixels gained, lost and flipped, the changed share, the confusion matrix A -> B
+    (ignore included) and the ``top`` images that changed most.
+
+    Args:
+        a, b: label-set folders with the same class list.
+        top: how many of the most-changed images to list.
+        config: a pipeline config or its path (only ``data.max_image_pixels`` is used).
+        on_total, on_image: progress callbacks (images).
+    """
+    max_pixels = _config(config).data.max_image_pixels
+    return _diff_labelsets(a, b, top=top, max_pixels=max_pixels, on_total=on_total, on_image=on_image)
+
+
+def run_rounds(
+    config: str | Path,
+    out: str | Path,
+    *,
+    rounds: int = 2,
+    overrides: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    jobs: int = 2,
+    stop_when: str | None = None,
+    synthetic: bool | City = False,
+    report: bool = True,
+    command: str = "autolabel.run_rounds",
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Self-training rounds (``autolabel rounds``): round 1 trains a teacher on fine labels, labels the pool
+    and trains a student; round k+1 labels the pool with round k's student and trains a new student. Resumes
+    an interrupted run in ``out``; returns what ``out/rounds.json`` holds.
+
+    Args:
+        config: a pipeline TOML (``pipelines/demo.toml``).
+        out: the run folder (``round-k/`` per round; ``seed-S/round-k/`` with ``seeds``).
+        rounds: how many rounds at most.
+        overrides: ``"train.lr=0.01"``-style config overrides.
+        seeds: training seeds, one chain of rounds each, ``jobs`` side by side (default: one chain with the
+            config's ``train.seed``).
+        jobs: chains trained side by side, one torch thread each.
+        stop_when: ``"changed<X"`` or ``"miou-plateau[<D]"``: stop after the first round where it fires.
+        synthetic: make a synthetic city in ``out/city`` and train on it: True for the demo's size, or a
+            :class:`~autolabel.workflows.rounds.City` (image counts, size, seed).
+        report: write each round's label-set report (with the diff from the round before).
+        command: how the results name what produced them.
+        on_stage: called with a line of text as each stage starts.
+    """
+    check_output_dir(Path(out), "out")
+    settings = RoundsSettings(
+        out=Path(out),
+        config=Path(config),
+        rounds=rounds,
+        overrides=tuple(overrides),
+        city=synthetic if isinstance(synthetic, City) else City() if synthetic else None,
+        seeds=tuple(seeds) if seeds is not None else None,
+        jobs=jobs,
+        stop_when=parse_stop_rule(stop_when) if stop_when is not None else None,
+        report=report,
+        command=command,
+    )
+    return _run_rounds(settings, on_stage=on_stage)

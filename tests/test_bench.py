@@ -108,3 +108,11 @@ def test_cli_startup_figure_is_the_slowest_help_command_in_seconds():
     medians = figure.details["median_s"]
     assert set(medians) == {"--help", "generate --help", "train-teacher --help", "evaluate --help"}
     assert figure.unit == "s" and figure.value == max(medians.values()) > 0
+
+
+def test_input_fingerprint_figure_is_the_hash_cost_relative_to_decoding():
+    figure = bench_run.input_fingerprint(dataclasses.replace(TINY, fingerprint_repeats=1))
+    details = figure.details
+    assert 1.0 <= details["file_mb"] <= 3.5  # the size the issue asks about: about 2 MB
+    assert details["fingerprint_ms"] > 0 and details["decode_ms"] > 0
+    assert figure.value == pytest.approx(details["fingerprint_ms"] / details["decode_ms"], rel=0.01)

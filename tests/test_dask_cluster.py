@@ -24,11 +24,11 @@ from autolabel import labelset
 from autolabel.classes import CITYSCAPES
 from autolabel.cli import main
 from autolabel.config import GenerateConfig, ModelConfig
-from autolabel.data.datasets import discover_cityscapes
 from autolabel.generate import dask_runner
 from autolabel.generate.runner import GenerateJob
 from autolabel.generate.teacher import Teacher
 from autolabel.labelset import TIMING_COLUMNS, read_manifest
+from autolabel.labelset.lock import LOCKS_DIR
 from autolabel.models import build_model
 from autolabel.models.checkpoint import save_checkpoint
 
@@ -186,7 +186,7 @@ def snapshot(out: Path) -> tuple[dict[str, bytes], list[dict]]:
     files = {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and labelset.MANIFEST_DIR not in p.relative_to(out).parts
+        if p.is_file() and not {labelset.MANIFEST_DIR, LOCKS_DIR} & set(p.relative_to(out).parts)
     }
     rows = [
         {k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in read_manifest(out, status=None).to_pylist()
@@ -270,8 +270,8 @@ def test_the_coordinator_checks_the_checkpoint_on_the_cpu_only(monkeypatch, teac
 
     monkeypatch.setattr(Teacher, "__init__", spy)
     job = GenerateJob(teacher=teacher, out=tmp_path / "out", generate=GenerateConfig(device="cuda"))
-    classes, plan = dask_runner.check_on_coordinator(job, discover_cityscapes(city, "train_extra"), None)
-    assert classes.names == CITYSCAPES.names and plan.shard_size == N_IMAGES
+    classes, meta = dask_runner.check_on_coordinator(job, None)
+    assert classes.names == CITYSCAPES.names and meta["classes"] == list(CITYSCAPES.names)
     assert devices == [torch.device("cpu")]
     assert not (tmp_path / "out").exists()  # checking writes nothing
 
@@ -321,4 +321,10 @@ def test_a_local_clusters_scratch_space_is_under_out_unless_the_user_named_one(t
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [*generate_cmd(teacher, city, out)[3:], "--dask-workers", "1", "--limit", "2"])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert sorted(p.name for p in out.iterdir()) == ["confidence.zarr", "labels", "labelset.json", "manifest"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        LOCKS_DIR,
+        "confidence.zarr",
+        "labels",
+        "labelset.json",
+        "manifest",
+    ]

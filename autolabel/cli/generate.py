@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -126,6 +128,12 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 3).")
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
+@click.option(
+    "--recheck-inputs/--no-recheck-inputs",
+    default=False,
+    help="Hash every input again, and relabel images whose rows have no input fingerprint (older manifests).",
+)
+@click.option("--wait/--no-wait", default=False, help="If another job is labelling this shard into --out, wait for it.")
 @alias_option("--dataset", "--data", "--data SPEC (same grammar)")
 @alias_option("--images", "--data", "--data DIR (a folder of images)", convert=lambda v: f"folder:{v}")
 @alias_option("--label-ids", "--values", "--values label-ids", is_flag=True, convert=lambda v: "label-ids")
@@ -159,12 +167,16 @@ def generate_cmd(
     devices: int | None,
     fail_fast: bool,
     overwrite: bool,
+    recheck_inputs: bool,
+    wait: bool,
 ) -> None:
     """Label images with a multi-scale teacher into the label set --out: thresholded label PNGs, a manifest
     (one row per image), a confidence store.
 
     Safe to kill and rerun: finished images are skipped. Exit 0 when every image was labelled, 3 when it
-    finished but some could not be (each is printed once and recorded in the manifest), 2 for a bad option.
+    finished but some could not be (each is printed once and recorded in the manifest), 2 for a bad option
+    or when another job is labelling the same shard, 143/130 when stopped by SIGTERM/SIGINT after finishing
+    the batch in flight (rerun to continue).
 
     \b
     Examples:
@@ -219,13 +231,22 @@ def generate_cmd(
                 scheduler=dask_scheduler,
                 overwrite=overwrite,
                 fail_fast=fail_fast,
+                recheck_inputs=recheck_inputs,
+                wait=wait,
                 on_total=bar.start,
                 on_image=bar.advance,
             )
     except FailFastError as exc:
         bar.close()
         finished_with_errors(f"Error: {exc}")
+    except KeyboardInterrupt:  # before labelling started (once it has, SIGINT finishes the batch instead)
+        bar.close()
+        click.echo("stopped before labelling started; rerun to continue", err=True)
+        sys.exit(128 + signal.SIGINT)
     bar.close()
+    if result.stopped is not None:
+        click.echo(f"stopped after {result.finished_images} images; rerun to continue", err=True)
+        sys.exit(128 + result.stopped)
     click.echo(
         f"label set {result.labelset_id} in {out}: {result.ok} labelled, {result.skipped} already done, "
         f"{plural(len(result.errors), 'error')}, {result.seconds:.1f} s"
@@ -415,6 +436,10 @@ def rethreshold_cmd(labelset: Path, threshold: float, out: Path | None, overwrit
         f"re-thresholded {plural(result.images, 'image')} at {threshold:g} (was {meta['threshold']:g}): "
         f"label set {result.labelset_id} in {result.out}"
     )
+    if result.errors:
+        finished_with_errors(
+            f"{plural(result.errors, 'image')} could not be re-thresholded: error rows in the manifest"
+        )
 
 
 @main.command("verify", short_help="Check a label set on disk (exit 3 on problems).")
@@ -426,8 +451,9 @@ def rethreshold_cmd(labelset: Path, threshold: float, out: Path | None, overwrit
     help="Also list the inputs again and check each has exactly one row.",
 )
 def verify_cmd(labelset: Path, inputs: bool) -> None:
-    """Check LABELSET: every label decodes with the recorded size, sha256 and values; no temp files; one row
-    per input image.
+    """Check LABELSET: every label decodes with the recorded size, sha256 and values; every other output file
+    (confidence, attention) has its recorded sha256; no temporary, stray or journal files; one row per input
+    image, whose input is unchanged. Nothing is ever deleted.
 
     Exit 0 when all is well, 3 when anything is wrong or an image could not be labelled (error rows), 2 when
     LABELSET is not a label set.
@@ -441,6 +467,8 @@ def verify_cmd(labelset: Path, inputs: bool) -> None:
         click.echo(f"problem: {problem}")
     for image_id, message in report.error_rows:
         click.echo(f"error row: {image_id}: {message}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
     click.echo(
         f"{labelset}: {plural(report.checked, 'label')} checked, {plural(len(report.problems), 'problem')}, "
         f"{plural(len(report.error_rows), 'error row')}"

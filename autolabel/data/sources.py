@@ -30,6 +30,7 @@ from typing import Any, Literal
 from autolabel.config import DataConfig
 from autolabel.data.datasets import (
     IMAGE_SUFFIXES,
+    MAPILLARY_SPLITS,
     Sample,
     discover_cityscapes,
     discover_filelist,
@@ -114,8 +115,23 @@ class Source:
             return cls(layout="folder", root=root / split if split and split != "." else root)
         return cls(layout=data.layout, root=root, split=split)
 
+    def scan_root(self) -> Path:
+        """The folder whose files are the images (the list file for a file list)."""
+        if self.layout == "cityscapes":
+            return self.root / "leftImg8bit" / self.split
+        if self.layout == "mapillary":
+            return _mapillary_images(self.root, self.split)
+        return self.root / self.split if self.split else self.root
+
     def discover(self, exclude: Path | None = None) -> list[Sample]:
-        """The samples, sorted by id; none inside ``exclude`` (an output folder within the inputs)."""
+        """The samples, sorted by id; none inside ``exclude`` (an output folder within the inputs).
+
+        ``exclude`` is the output folder: one that contains the inputs themselves (the images' folder, or any
+        image of a file list) is refused with a :class:`DataError`, since its outputs would be mixed into
+        the dataset; one inside the scanned folder is left out of the scan.
+        """
+        if exclude is not None:
+            check_output_placement(self, exclude)
         if self.layout == "cityscapes":
             samples = discover_cityscapes(self.root, self.split)
         elif self.layout == "mapillary":
@@ -125,7 +141,39 @@ class Source:
         else:
             images = self.root / self.split if self.split else self.root
             samples = discover_folder(images, exclude=[exclude] if exclude is not None else [], labels=self.labels)
+        if exclude is not None and self.layout == "filelist":
+            _refuse_inputs_inside(samples, Path(exclude))
         return exclude_output(samples, exclude) if exclude is not None else samples
+
+
+def _mapillary_images(root: Path, split: str) -> Path:
+    return root / MAPILLARY_SPLITS.get(split, split) / "images"
+
+
+def check_output_placement(source: Source, out: Path) -> None:
+    """A :class:`DataError` when the output folder ``out`` is, or contains, the folder ``source`` reads images
+    from (or the dataset root): labelling would write its files among the inputs, and a rescan would find none
+    of them (they are excluded as output)."""
+    if source.layout == "filelist":
+        return  # a list names its images one by one: they are checked once listed
+    out = Path(out).resolve()
+    for what, folder in (("the images' folder", source.scan_root()), ("the dataset root", source.root)):
+        folder = folder.resolve()
+        if folder == out or out in folder.parents:
+            raise DataError(
+                f"--out {out}: contains {what} {folder}; the label set would be written among the inputs. "
+                "Choose an output folder outside the dataset"
+            )
+
+
+def _refuse_inputs_inside(samples: Sequence[Sample], out: Path) -> None:
+    out = out.resolve()
+    inside = [s for s in samples if Path(s.image).resolve().is_relative_to(out)]
+    if inside:
+        raise DataError(
+            f"--out {out}: contains {len(inside)} of the listed images (e.g. {inside[0].image}); the label set "
+            "would be written among the inputs. Choose an output folder outside them"
+        )
 
 
 def parse_source(spec: str, *, flag: str = "--data", config: DataConfig | None = None, split: str = "") -> Source:

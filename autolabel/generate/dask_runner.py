@@ -34,13 +34,14 @@ from autolabel.generate.runner import (
     Chunk,
     GenerateJob,
     GenerateResult,
-    Plan,
+    LabellingSession,
     ProgressFn,
-    prepare,
+    StopFlag,
+    labelset_meta,
+    load_teacher,
     process_chunks,
     remove_stale_temp_files,
-    remove_superseded_parts,
-    start_output,
+    stop_on_signals,
     write_settings,
 )
 from autolabel.generate.teacher import Teacher
@@ -205,17 +206,15 @@ def quiet_dask() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def check_on_coordinator(
-    job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None
-) -> tuple[ClassSet, Plan]:
-    """Check the checkpoint (on the CPU, whatever ``generate.device`` says) and plan the run; writes nothing.
+def check_on_coordinator(job: GenerateJob, classes: ClassSet | None) -> tuple[ClassSet, dict[str, Any]]:
+    """Check the checkpoint on the CPU only (whatever ``generate.device`` says); its classes and the label set's
+    ``labelset.json``. Writes nothing.
 
     The workers load their own teacher on their own device; a teacher on a GPU here would hold memory for the
     whole run on a GPU a worker may need, and fail on a login node without one.
     """
-    teacher = Teacher.load(job.teacher, job.generate, job.data, classes, device="cpu")
-    teacher, plan = prepare(job, samples, classes, teacher=teacher)
-    return teacher.classes, plan
+    teacher = load_teacher(job, classes, device="cpu")
+    return teacher.classes, labelset_meta(job, teacher, teacher.classes)
 
 
 def run_generate_dask(
@@ -233,12 +232,38 @@ def run_generate_dask(
     is started and stopped. The coordinator plans the run and checks the checkpoint before any task starts.
     """
     start = time.perf_counter()
-    classes, plan = check_on_coordinator(job, samples, classes)
-    if on_image is not None and plan.done:
-        on_image(plan.done)
-    start_output(job, plan)
-    result = GenerateResult(labelset_id=plan.meta["labelset_id"], planned=plan.shard_size, skipped=plan.done)
-    todo = [c for c in plan.chunks if not c.complete]
+    stop = StopFlag()
+    with stop_on_signals(stop):
+        classes, meta = check_on_coordinator(job, classes)
+        with LabellingSession(job, samples, meta, stop=stop) as session:
+            assert session.plan is not None
+            plan = session.plan
+            if on_image is not None and plan.done:
+                on_image(plan.done)
+            todo = [c for c in plan.chunks if not c.complete]
+            _run_on_cluster(job, classes, todo, workers, scheduler, on_image, stop)
+            # a worker that died mid-write left its temporary files; its chunk was redone elsewhere: junk
+            remove_stale_temp_files(Path(job.out), plan.chunks, job.generate.label_ids)
+    result = GenerateResult(labelset_id=meta["labelset_id"], planned=plan.shard_size, skipped=plan.done)
+    # what the run finished: every row went to a worker's journal (also those of chunks a stop cut short)
+    finished = session.finished
+    result.ok = sum(e.status == "ok" for e in finished.values())
+    result.errors = [(i, e.error or "") for i, e in sorted(finished.items()) if e.status != "ok"]
+    result.stopped = stop.signum
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_on_cluster(
+    job: GenerateJob,
+    classes: ClassSet,
+    chunks: Sequence[Chunk],
+    workers: int,
+    scheduler: str | None,
+    on_image: ProgressFn | None,
+    stop: StopFlag,
+) -> None:
+    """Run the chunks on the cluster at ``scheduler``, or on a local one started (and stopped) here."""
     scratch = None if scheduler else scratch_directory(job.out)
     with quiet_dask():
         cluster = None if scheduler else local_cluster(workers, job.generate.device, scratch)
@@ -246,19 +271,12 @@ def run_generate_dask(
             with Client(scheduler or cluster) as client:
                 if cluster is not None:  # the split of cores and the GPU resources are known once all are up
                     client.wait_for_workers(len(cluster.worker_spec))
-                rows = _run_tasks(client, job, classes, todo, on_image, local=cluster is not None)
+                _run_tasks(client, job, classes, chunks, on_image, local=cluster is not None, stop=stop)
         finally:
             if cluster is not None:
                 cluster.close()
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-    # a worker that died mid-write left its temporary files; its chunk was redone elsewhere, so they are junk
-    remove_stale_temp_files(Path(job.out), plan.chunks, job.generate.label_ids)
-    remove_superseded_parts(Path(job.out), plan.chunks)
-    result.ok = sum(r["status"] == "ok" for r in rows)
-    result.errors = [(r["id"], r["error"]) for r in rows if r["status"] != "ok"]
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 def _run_tasks(
@@ -268,14 +286,19 @@ def _run_tasks(
     chunks: Sequence[Chunk],
     on_image: ProgressFn | None,
     local: bool,
-) -> list[dict[str, Any]]:
-    """Submit one task per chunk and gather the rows; a local cluster's workers split the cores.
+    stop: StopFlag,
+) -> None:
+    """Submit one task per chunk and wait for them; a local cluster's workers split the cores.
+
+    The rows stay on disk (each task writes its part, and every row to its worker's journal), so the
+    coordinator keeps none in memory. A stop request (SIGTERM/SIGINT) cancels what is not finished: the
+    workers' journals keep the images they finished, and the coordinator moves those into the manifest.
 
     Where workers declare a ``GPU`` resource every task asks for one, so such a worker runs one at a time
     (a second forward on the same GPU would only share it, at twice the memory).
     """
     if not chunks:
-        return []
+        return
     info = client.scheduler_info(n_workers=-1)["workers"]
     threads = None
     if local:
@@ -299,15 +322,13 @@ def _run_tasks(
         ): chunk
         for chunk in chunks
     }
-    rows: list[dict[str, Any]] = []
     try:
-        for future in as_completed(futures):
-            chunk = futures.pop(future)
-            chunk_rows = future.result()  # re-raises FailFastError / write failures from the worker
-            future.release()  # else the worker keeps every chunk's rows in memory until the run ends
-            rows.extend(chunk_rows)
-            if on_image is not None:
-                on_image(len(chunk.todo))
+        with stop.interruptible():  # only waiting happens in here: a signal may cut it short at any point
+            for future in as_completed(futures):
+                chunk = futures.pop(future)
+                future.result()  # re-raises FailFastError / write failures from the worker
+                future.release()  # else the worker keeps every chunk's rows in memory until the run ends
+                if on_image is not None:
+                    on_image(len(chunk.todo))
     finally:
         client.cancel(list(futures))
-    return rows

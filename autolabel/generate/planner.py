@@ -38,7 +38,7 @@ from autolabel.data.sources import exclude_output
 from autolabel.errors import DataError, LabelSetError
 from autolabel.generate import costs
 from autolabel.generate.costs import Calibration, CostModel, Geometry, HostWork, Measurement
-from autolabel.generate.runner import GenerateJob, Plan, prepare, write_settings
+from autolabel.generate.runner import GenerateJob, Plan, load_teacher, prepare, write_settings
 from autolabel.generate.sharding import select_shard, shard_counts
 from autolabel.generate.teacher import PredictedBatch, Teacher
 from autolabel.models.device import resolve_device
@@ -229,7 +229,7 @@ def auto_tiling(
     images = readable_images(mine, 1, job.data.max_image_pixels, job.data.exif_transpose, size)
     if not images:
         return job, None
-    teacher = Teacher.load(job.teacher, job.generate, job.data, classes, slot=job.shard.index)
+    teacher = load_teacher(job, classes)
     calibration = costs.calibrate(
         _predict_for(teacher, job), images[0][1], size, job.generate, teacher.device, limit=budget.bytes
     )
@@ -503,7 +503,7 @@ def plan_labels(
     ``devices``: how many devices the shards share for the all-shards wall time (default: the shard count).
     """
     start = time.perf_counter()
-    teacher = Teacher.load(job.teacher, job.generate, job.data, classes, slot=job.shard.index)
+    teacher = load_teacher(job, classes)
     teacher, plan = prepare(job, samples, classes, teacher)
     on_gpu = teacher.device.type == "cuda"
     budget = resolve_budget(job.generate.memory_budget, teacher.device)

@@ -18,7 +18,7 @@ from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.errors import CheckpointError
 from autolabel.labelset import confidence
-from autolabel.labelset.confidence import IGNORE, quantise
+from autolabel.labelset.confidence import IGNORE, mean_probability, quantise
 from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from autolabel.models.device import precision_name, resolve_device, resolve_precision
 from autolabel.models.predict import device_constant, normalise, predict_logits
@@ -30,7 +30,8 @@ class ThresholdedBatch:
 
     labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= threshold
     codes: torch.Tensor  # (B, H, W) uint8: confidence ladder codes (see autolabel.labelset.confidence)
-    mean_confidence: torch.Tensor  # (B,) float32: mean max probability over all pixels
+    mean_confidence: torch.Tensor  # (B,) float64: mean max probability over all pixels (exact, any order)
+    finite: torch.Tensor  # (B,) bool: every logit of the image finite (else its maps are meaningless)
 
 
 def threshold_batch(
@@ -45,7 +46,12 @@ def threshold_batch(
     max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
     keep = max_prob > device_constant(float(threshold), logits.device, torch.float32)
     labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
-    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder), mean_confidence=max_prob.mean(dim=(1, 2)))
+    return ThresholdedBatch(
+        labels=labels,
+        codes=quantise(max_prob, ladder),
+        mean_confidence=mean_probability(max_prob),
+        finite=torch.isfinite(logits).flatten(1).all(dim=1),
+    )
 
 
 @dataclass
@@ -55,6 +61,7 @@ class PredictedBatch:
     labels: np.ndarray  # (B, H, W)
     codes: np.ndarray  # (B, H, W)
     mean_confidence: np.ndarray  # (B,)
+    finite: np.ndarray  # (B,) bool: False where the teacher produced NaN/Inf logits
     attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
 
 
@@ -156,5 +163,6 @@ class Teacher:
             labels=result.labels.cpu().numpy(),
             codes=result.codes.cpu().numpy(),
             mean_confidence=result.mean_confidence.cpu().numpy(),
+            finite=result.finite.cpu().numpy(),
             attention=attention,
         )

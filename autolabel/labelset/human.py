@@ -13,6 +13,7 @@ from autolabel.data.datasets import Sample
 from autolabel.data.io import read_label
 from autolabel.data.sources import Source
 from autolabel.errors import DataError
+from autolabel.labelset.checksums import input_fingerprint
 from autolabel.labelset.files import WriteSettings, finalise_image
 
 HUMAN_LABELS = "human-coarse"  # stands in for the teacher hash of a label set made from human labels
@@ -79,6 +80,7 @@ def coarse_labelset(
                     float((labels != classes.ignore_index).mean()),
                     {},
                     0.0,
+                    input_fingerprint(Path(sample.image)),  # the image the labels belong to, as for auto labels
                 )
             )
         labelset.write_part(out, rows)

@@ -23,6 +23,7 @@ from autolabel.errors import AutolabelError, LabelSetError
 from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
 from autolabel.labelset import confidence
 from autolabel.report import collect, html, plots
+from autolabel.report.diff import diff_section, read_diff
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def build_report(
     *,
     evaluations: Mapping[str, Path] | None = None,
     audits: Mapping[str, Path] | None = None,
+    diff: Path | None = None,
     fine_source: Source | None = None,
     classes: ClassSet | None = None,
     options: ReportOptions = ReportOptions(),
@@ -71,7 +73,8 @@ def build_report(
     name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
     threshold next to the coverage curve). ``fine_source`` (a source description as in
     :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
-    the ``train`` split of a Cityscapes source).
+    the ``train`` split of a Cityscapes source). ``diff`` is a JSON of ``autolabel diff`` from a previous
+    label set to this one (``rounds`` writes one per round), shown after the overview.
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
@@ -79,11 +82,14 @@ def build_report(
     classes = _check_classes(classes, meta)
     evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
     checks = [collect.read_audit(path, name) for name, path in (audits or {}).items()]
+    changes = read_diff(diff) if diff is not None else None
     step = on_step or (lambda name: None)
     staging = temp_sibling(dest)
     try:
         assets = _Assets(staging)
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
+        if changes is not None:
+            sections.insert(1, diff_section(changes))
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
         replace_dir(staging, dest)
