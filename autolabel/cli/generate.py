@@ -28,6 +28,7 @@ from autolabel.cli.base import (
     set_option,
     values_option,
 )
+from autolabel.cli.evaluate import json_option
 from autolabel.config import PipelineConfig, format_size
 from autolabel.data.sources import IMAGES_HELP, SPEC_HELP
 
@@ -119,7 +120,7 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
     help="Plan the run: the tiling, and seconds per image, wall time, peak memory and output size measured on "
     "a couple of images; write nothing.",
 )
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON (docs/usage.md).")
+@json_option('the plan (with --dry-run; fields in docs/usage.md, "Planning a run")')
 @click.option(
     "--devices",
     type=click.IntRange(min=1),
@@ -163,7 +164,7 @@ def generate_cmd(
     dask_scheduler: str | None,
     limit: int | None,
     dry_run: bool,
-    as_json: bool,
+    json_path: str | None,
     devices: int | None,
     fail_fast: bool,
     overwrite: bool,
@@ -206,12 +207,12 @@ def generate_cmd(
     data = _data(data_spec, config_path, cfg)
     check_out_dir(out)
     classes: Literal["config", "teacher"] = "config" if config_path is not None else "teacher"
-    for name, given in (("--json", as_json), ("--devices", devices is not None)):
+    for name, given in (("--json", json_path is not None), ("--devices", devices is not None)):
         if given and not dry_run:
             raise click.UsageError(f"{name} plans a run: use it with --dry-run")
     if dry_run:
         with flag_errors(flags):
-            _dry_run(teacher, data, out, cfg, classes, shard_text, limit, devices, as_json)
+            _dry_run(teacher, data, out, cfg, classes, shard_text, limit, devices, json_path)
         return
     from autolabel.api import generate_labels  # torch and the runner load only when there is work
     from autolabel.generate.runner import FailFastError
@@ -280,18 +281,17 @@ def _dry_run(
     shard: str | None,
     limit: int | None,
     devices: int | None,
-    as_json: bool,
+    json_path: str | None,
 ) -> None:
     import json
 
     from autolabel.api import plan_labels
+    from autolabel.fs import write_json
 
     plan = plan_labels(teacher, data, out, config=cfg, classes=classes, shard=shard, limit=limit, devices=devices)
-    if as_json:
-        click.echo(json.dumps(plan.to_json(), indent=2))
-        return
-    for line in plan_lines(plan, out):
-        click.echo(line)
+    if json_path not in (None, "-"):
+        write_json(Path(json_path), plan.to_json())
+    click.echo(json.dumps(plan.to_json(), indent=2) if json_path == "-" else "\n".join(plan_lines(plan, out)))
 
 
 def plan_lines(plan: LabelPlan, out: Path) -> list[str]:
