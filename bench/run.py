@@ -30,6 +30,8 @@ from bench_cli import bench_cli_startup
 from bench_generate import bench_confidence, bench_png, bench_throughput, teacher_like_maps
 from bench_memory import bench_rss_growth, bench_tiled
 from bench_models import NUM_CLASSES, bench_inference, bench_training
+from bench_planner import bench_planner
+from bench_planner import table as planner_table
 from bench_scaling import bench_scaling
 from bench_train import run_benchmark as bench_loader
 from common import Figure, current_command, machine_info
@@ -69,6 +71,10 @@ class BenchSize:
     scaling_rounds: int
     fingerprint_repeats: int  # fingerprints (and decodes) of the ~2 MB PNG timed
     startup_repeats: int = 5  # fresh `autolabel ... --help` processes per command
+    # planner_accuracy: teacher widths, image sizes (W, H) and images per real run (bench/bench_planner.py)
+    planner_models: tuple[str, ...] = ("tiny", "w18_small")
+    planner_sizes: tuple[tuple[int, int], ...] = ((512, 256), (1024, 512), (2048, 1024))
+    planner_images: int = 20
 
 
 FULL = BenchSize(
@@ -109,6 +115,9 @@ QUICK = BenchSize(
     scaling_rounds=1,
     startup_repeats=2,
     fingerprint_repeats=5,
+    planner_models=("tiny",),
+    planner_sizes=((512, 256),),
+    planner_images=3,
 )
 
 
@@ -332,6 +341,21 @@ def input_fingerprint(size: BenchSize) -> Figure:
     )
 
 
+def planner_accuracy(size: BenchSize) -> Figure:
+    result = bench_planner(size.planner_models, size.planner_sizes, images=size.planner_images)
+    result["table"] = planner_table(result)
+    return Figure(
+        name="planner_accuracy",
+        value=result["worst_miss"],
+        goal="<= 0.25",
+        definition="the largest miss max(r, 1/r) - 1 over every case's ratios r = predicted / measured of time and "
+        "peak memory: `generate --dry-run --json` (fresh process) vs `generate` of the same images (fresh process, "
+        "teacher loaded first; its VmHWM growth), per teacher width, image size, whole and tiled, scales 0.5/1/2 "
+        "on the CPU; details.rows: every ratio, details.table: the Markdown table",
+        details=result,
+    )
+
+
 FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "pipeline_efficiency": pipeline_efficiency,
     "label_footprint": label_footprint,
@@ -344,6 +368,7 @@ FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "scaling": scaling,
     "cli_startup": cli_startup,
     "input_fingerprint": input_fingerprint,
+    "planner_accuracy": planner_accuracy,
 }
 
 
