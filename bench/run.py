@@ -1,6 +1,6 @@
 """``make bench``: every performance figure of the pipeline, each a ratio of two things measured in one run.
 
-    python bench/run.py                      # the full set (< 15 min on 2 cores)
+    python bench/run.py                      # the full set (< 15 min on 2 cores, and about an hour of planner_accuracy)
     BENCH_QUICK=1 python bench/run.py        # smaller inputs, fewer repeats (< 2 min)
     python bench/run.py --only label_footprint,confidence_store
 
