@@ -11,7 +11,8 @@ after loading the teacher and its high-water mark after the run. Ratios predicte
 
 - time: the dry run's predicted seconds for the images (the cold first one's extra, then seconds per image for
   each) / the run's seconds (``run_generate``, teacher already loaded);
-- peak: the dry run's forward peak + images in flight / the run's high-water growth over the loaded teacher;
+- peak: the dry run's forward peak + images in flight + what the first forward keeps / the run's high-water
+  growth over the loaded teacher;
 - model time, model peak: the same from the cost model alone (the probes at reduced sizes, extrapolated).
 
 Prints a Markdown table and JSON. Absolute seconds need an otherwise idle machine; memory does not.
@@ -160,8 +161,10 @@ def measure_case(case: Case, root: Path) -> dict[str, Any]:
 
     predicted_time = run_seconds(timing["seconds_per_image"])
     model_time = run_seconds(timing["model_seconds_per_image"])
-    predicted_peak = memory["forward_peak_bytes"] + memory["host_buffer_bytes"]
-    model_peak = (memory["model_forward_peak_bytes"] or 0) + memory["host_buffer_bytes"]
+    # the run's growth over the loaded teacher includes what its first forward keeps for good
+    extra = memory["host_buffer_bytes"] + memory["first_forward_bytes"]
+    predicted_peak = memory["forward_peak_bytes"] + extra
+    model_peak = (memory["model_forward_peak_bytes"] or 0) + extra
     return {
         "case": case.name,
         "model": case.model,

@@ -349,7 +349,7 @@ def plan_lines(plan: LabelPlan, out: Path) -> list[str]:
     )
     lines.append(
         f"peak memory: {format_size(m.forward_peak_bytes)} {kind} of the forward{model}, "
-        f"{format_size(m.baseline_bytes)} before it"
+        f"{format_size(m.baseline_bytes)} before it (the first forward kept {format_size(m.first_forward_bytes)})"
         + (f", {format_size(m.host_buffer_bytes)} images in flight" if m.host_buffer_bytes else "")
         + f": {format_size(m.total_bytes)} in all{fits}"
     )

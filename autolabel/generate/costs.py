@@ -534,6 +534,9 @@ class Calibration:
     measurements: tuple[Measurement, ...]
     outputs: Any  # the outputs of the largest whole-image probe (for host work when the real size is not run)
     seconds: float  # how long calibrating took
+    # what the first forward allocated for good (thread pools, kernel caches): a run's growth over the loaded
+    # teacher includes it, a probe's does not
+    first_forward_bytes: int = 0
 
 
 def calibrate(
@@ -559,8 +562,11 @@ def calibrate(
     sizes = probe_sizes(*target, settings)
     # a first forward allocates what a process keeps for good (thread pools, kernel caches): not a probe's growth
     small = (max(1, sizes[0][0] // 4), max(1, sizes[0][1] // 4))
+    first_forward = 0
     if min(small) * min(settings.scales) >= MIN_WINDOW_SIDE:
+        before = _held(device)
         predict_for(0)(np.stack([resize_image(image, *small)] * batch_size))
+        first_forward = max(0, _held(device) - before)
     for width, height in sizes:
         geom = geometry(width, height, settings, 0)
         if measurements and limit is not None and _too_big(measurements, geom, settings, device, limit):
@@ -577,7 +583,16 @@ def calibrate(
         measurement, _ = measure_forward(predict_for(tile), [batch] * repeats, geom, device)
         measurements.append(measurement)
     model = CostModel.fit(measurements)
-    return Calibration(model, tuple(measurements), outputs, time.perf_counter() - start)
+    return Calibration(model, tuple(measurements), outputs, time.perf_counter() - start, first_forward)
+
+
+def _held(device: torch.device) -> int:
+    """What this process holds now: allocated on a GPU, else the resident set once freed memory is returned."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.memory_allocated(device))
+    release_free_memory()
+    return _rss_now() or 0
 
 
 def _too_big(

@@ -287,6 +287,7 @@ class Memory:
     model_forward_peak_bytes: int | None  # the cost model's prediction of the same
     host_buffer_bytes: int  # images in flight besides the batch (CPU only)
     budget_bytes: int | None
+    first_forward_bytes: int = 0  # of the baseline: what the first forward kept (a run's growth includes it)
 
     @property
     def total_bytes(self) -> int:
@@ -418,6 +419,7 @@ class LabelPlan:
                 "forward_peak_bytes": m.forward_peak_bytes,
                 "model_forward_peak_bytes": m.model_forward_peak_bytes,
                 "host_buffer_bytes": m.host_buffer_bytes,
+                "first_forward_bytes": m.first_forward_bytes,
                 "total_bytes": m.total_bytes,
                 "budget_bytes": m.budget_bytes,
                 "headroom": costs.HEADROOM,
@@ -662,6 +664,7 @@ def _measure_real_size(
         model_forward_peak_bytes=round(predicted_peak) if predicted_peak is not None else None,
         host_buffer_bytes=host_buffers,
         budget_bytes=budget.bytes,
+        first_forward_bytes=calibration.first_forward_bytes,
     )
     return _Measured(timing, memory, work)
 
