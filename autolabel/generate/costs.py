@@ -537,6 +537,9 @@ class Calibration:
     # what the first forward allocated for good (thread pools, kernel caches): a run's growth over the loaded
     # teacher includes it, a probe's does not
     first_forward_bytes: int = 0
+    # how much longer the process's first forward took than a warm one of its size (oneDNN set-up, thread
+    # pools): a fresh run pays it once, the probes and the timed images after them do not
+    cold_seconds: float = 0.0
 
 
 def calibrate(
@@ -562,10 +565,11 @@ def calibrate(
     sizes = probe_sizes(*target, settings)
     # a first forward allocates what a process keeps for good (thread pools, kernel caches): not a probe's growth
     small = (max(1, sizes[0][0] // 4), max(1, sizes[0][1] // 4))
-    first_forward = 0
+    first_forward, cold = 0, None
     if min(small) * min(settings.scales) >= MIN_WINDOW_SIDE:
+        warm_up = np.stack([resize_image(image, *small)] * batch_size)
         before = _held(device)
-        predict_for(0)(np.stack([resize_image(image, *small)] * batch_size))
+        cold = measure_forward(predict_for(0), [warm_up, warm_up], geometry(*small, settings, 0), device)[0]
         first_forward = max(0, _held(device) - before)
     for width, height in sizes:
         geom = geometry(width, height, settings, 0)
@@ -583,7 +587,8 @@ def calibrate(
         measurement, _ = measure_forward(predict_for(tile), [batch] * repeats, geom, device)
         measurements.append(measurement)
     model = CostModel.fit(measurements)
-    return Calibration(model, tuple(measurements), outputs, time.perf_counter() - start, first_forward)
+    cold_seconds = max(0.0, cold.seconds[0] - cold.seconds[1]) if cold is not None else 0.0
+    return Calibration(model, tuple(measurements), outputs, time.perf_counter() - start, first_forward, cold_seconds)
 
 
 def _held(device: torch.device) -> int:

@@ -651,7 +651,7 @@ def _measure_real_size(
         forward_seconds=forward,
         decode_seconds=work.decode_seconds,
         encode_seconds=work.encode_seconds,
-        first_image_extra_seconds=first_extra,
+        first_image_extra_seconds=first_extra + calibration.cold_seconds,
         startup_seconds=0.0,
         bottleneck=bottleneck,
         cores=cores,
