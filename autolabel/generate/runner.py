@@ -38,6 +38,7 @@ from autolabel.data.io import read_image
 from autolabel.data.sources import Source, exclude_output
 from autolabel.errors import AutolabelError, DataError, LabelSetError
 from autolabel.fs import temp_target
+from autolabel.generate.pools import pool_sizes
 from autolabel.generate.sharding import Shard, chunked, select_shard
 from autolabel.generate.teacher import Teacher
 from autolabel.labelset import confidence, journal
@@ -478,8 +479,8 @@ def process_chunks(
     *,
     max_pixels: int | None,
     fail_fast: bool = False,
-    encode_workers: int = 2,
-    decode_workers: int = 2,
+    encode_workers: int | None = None,
+    decode_workers: int | None = None,
     on_image: ProgressFn | None = None,
     stop: StopFlag | None = None,
 ) -> list[dict[str, Any]]:
@@ -489,8 +490,11 @@ def process_chunks(
     its batch (in process or one task per chunk on Dask, resumed or not). Every finished row goes to this
     process's journal at once. When ``stop`` is set (a signal), the batch in flight is finished and written,
     and the function returns early. Raises :class:`FailFastError` at the first unreadable image when
-    ``fail_fast`` (after writing the parts of the chunks that were already complete).
+    ``fail_fast`` (after writing the parts of the chunks that were already complete). A pool size of None is
+    chosen from the cores this process may use (:func:`~autolabel.generate.pools.pool_sizes`).
     """
+    pools = pool_sizes(teacher.device.type, decode_workers, encode_workers)
+    log.debug("%d decode and %d encode threads (%d usable cores)", pools.decode, pools.encode, pools.cores)
     active = [c for c in chunks if not c.complete]
     tracker = ChunkTracker(settings.out, active)
     rows_journal = journal.Journal(journal.journal_path(settings.out, settings.shard))
@@ -503,8 +507,8 @@ def process_chunks(
             settings,
             max_pixels=max_pixels,
             fail_fast=fail_fast,
-            encode_workers=encode_workers,
-            decode_workers=decode_workers,
+            encode_workers=pools.encode,
+            decode_workers=pools.decode,
             on_image=on_image,
             stop=stop,
         )
