@@ -34,7 +34,7 @@ from autolabel import labelset
 from autolabel.classes import ClassSet
 from autolabel.config import DataConfig, GenerateConfig, to_dict
 from autolabel.data.datasets import Sample
-from autolabel.data.io import read_image
+from autolabel.data.io import read_image_upright
 from autolabel.data.sources import Source, exclude_output
 from autolabel.errors import AutolabelError, DataError, LabelSetError
 from autolabel.fs import temp_target
@@ -402,6 +402,7 @@ class Decoded:
     image: np.ndarray | DataError
     seconds: float
     fingerprint: dict[str, Any] | None = None
+    transposed: bool = False  # turned upright by its EXIF orientation (the row's exif_transposed)
 
 
 def _decode(sample: Sample, max_pixels: int | None, exif_transpose: bool = True) -> Decoded:
@@ -410,10 +411,10 @@ def _decode(sample: Sample, max_pixels: int | None, exif_transpose: bool = True)
     # so the next run sees a changed input and labels it again (never a new file under an old label)
     fingerprint = input_fingerprint(Path(sample.image))
     try:
-        image: np.ndarray | DataError = read_image(sample.image, max_pixels=max_pixels, exif_transpose=exif_transpose)
+        image, turned = read_image_upright(sample.image, max_pixels=max_pixels, exif_transpose=exif_transpose)
     except DataError as exc:
         return Decoded(exc, time.perf_counter() - start)
-    return Decoded(image, time.perf_counter() - start, fingerprint if fingerprint["input_sha256"] else None)
+    return Decoded(image, time.perf_counter() - start, fingerprint if fingerprint["input_sha256"] else None, turned)
 
 
 def _prefetch(
@@ -586,7 +587,7 @@ def _label(
                     float(predicted.mean_confidence[b]),
                     attention,
                     decoded.seconds + share,
-                    decoded.fingerprint,
+                    decoded,
                     rows_journal,
                 )
                 tracker.pending.append((sample.id, future))
@@ -631,11 +632,13 @@ def _timed_finalise(
     mean_confidence: float,
     attention: dict[str, np.ndarray],
     seconds: float,
-    fingerprint: dict[str, Any] | None,
+    decoded: Decoded,
     rows_journal: journal.Journal | None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    row = finalise_image(settings, sample, labels, codes, mean_confidence, attention, 0.0, fingerprint)
+    row = finalise_image(
+        settings, sample, labels, codes, mean_confidence, attention, 0.0, decoded.fingerprint, decoded.transposed
+    )
     row["seconds"] = seconds + time.perf_counter() - start
     if rows_journal is not None:
         rows_journal.append(row)  # the moment the image's files are final: a kill from now on loses nothing

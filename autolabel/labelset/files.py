@@ -90,13 +90,15 @@ def finalise_image(
     attention: dict[str, np.ndarray],
     seconds: float,
     fingerprint: dict[str, Any] | None = None,
+    exif_transposed: bool | None = None,
 ) -> dict[str, Any]:
     """Write an image's label PNG (and confidence codes, attention maps) atomically; return its manifest row.
 
     ``labels`` are train ids with ``ignore_index``; statistics are always in train ids, the PNG holds dataset
     label values when ``settings.train_to_label`` is set. ``fingerprint`` describes the input as it was read
     (:func:`~autolabel.labelset.checksums.input_fingerprint`); the row lists every file written besides the
-    label with its checksum (``output_files``).
+    label with its checksum (``output_files``). ``exif_transposed``: whether decoding turned the image
+    (:func:`~autolabel.data.io.read_image_upright`); None asks the file (for a PNG, a second full decode).
     """
     class_counts, ignore_count, centroids = label_stats(
         labels, settings.num_classes, settings.centroid_tile, settings.ignore_index
@@ -132,7 +134,9 @@ def finalise_image(
         "shard": settings.shard,
         "seconds": float(seconds),
         # the label is in the orientation the image was read in: upright when this is true
-        "exif_transposed": is_transposed(sample.image, settings.exif_transpose),
+        "exif_transposed": (
+            is_transposed(sample.image, settings.exif_transpose) if exif_transposed is None else exif_transposed
+        ),
         **(fingerprint or dict.fromkeys(FINGERPRINT_KEYS)),
         "output_files": file_entries(written),
     }
