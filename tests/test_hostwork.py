@@ -65,3 +65,44 @@ def test_generate_records_the_orientation_from_the_decode_without_reading_the_fi
     rows = {r["id"]: r for r in read_manifest(tmp_path / "labels").to_pylist()}
     assert rows["side"]["exif_transposed"] is True and rows["plain"]["exif_transposed"] is False
     assert (rows["side"]["height"], rows["side"]["width"]) == (40, 24)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# statistics
+
+
+def _brute_force_stats(labels: np.ndarray, num_classes: int, tile: int) -> tuple[list, int, list]:
+    """Counts with ==, centroids as the mean of np.nonzero within each tile (rounded there, then offset)."""
+    counts = [int((labels == c).sum()) for c in range(num_classes)]
+    centroids = []
+    for y0 in range(0, labels.shape[0], tile):
+        for x0 in range(0, labels.shape[1], tile):
+            part = labels[y0 : y0 + tile, x0 : x0 + tile]
+            for c in range(num_classes):
+                ys, xs = np.nonzero(part == c)
+                if len(ys):
+                    centroids.append({"cls": c, "y": y0 + int(round(ys.mean())), "x": x0 + int(round(xs.mean()))})
+    return counts, int((labels == 255).sum()), centroids
+
+
+@pytest.mark.parametrize("kind", ["blocky", "speckled"])
+@pytest.mark.parametrize(("shape", "tile"), [((37, 53), 16), ((64, 32), 7), ((9, 200), 8), ((1, 1), 8), ((40, 40), 64)])
+def test_label_stats_match_a_brute_force_count(kind, shape, tile):
+    from autolabel.labelset.files import label_stats
+
+    rng = np.random.default_rng(sum(shape) + tile)
+    if kind == "blocky":  # runs along rows, as label maps have (the fast path)
+        labels = np.repeat(rng.integers(0, 6, (shape[0], -(-shape[1] // 5))), 5, axis=1)[:, : shape[1]]
+    else:  # every pixel its own run (the per-pixel path when the tiles are few)
+        labels = rng.integers(0, 6, shape)
+    labels = np.where(labels == 5, 255, labels).astype(np.uint8)
+    assert label_stats(labels, 5, tile) == _brute_force_stats(labels, 5, tile)
+
+
+def test_label_stats_round_centroids_within_the_tile():
+    from autolabel.labelset.files import label_stats
+
+    labels = np.full((1, 14), 255, np.uint8)
+    labels[0, 8:10] = 3  # columns 8, 9 of the tile at x0 = 7: mean 1.5 there (-> 2, half to even), 8.5 in the image
+    # in the tile, then offset: 7 + 2 = 9, as centroids have always been recorded (8 if rounded in the image)
+    assert label_stats(labels, 4, tile=7)[2] == [{"cls": 3, "y": 0, "x": 9}]
