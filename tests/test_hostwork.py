@@ -106,3 +106,76 @@ def test_label_stats_round_centroids_within_the_tile():
     labels[0, 8:10] = 3  # columns 8, 9 of the tile at x0 = 7: mean 1.5 there (-> 2, half to even), 8.5 in the image
     # in the tile, then offset: 7 + 2 = 9, as centroids have always been recorded (8 if rounded in the image)
     assert label_stats(labels, 4, tile=7)[2] == [{"cls": 3, "y": 0, "x": 9}]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# encoders: the label PNG kept byte for byte, the confidence store's zstd level lowered (17 -> 11)
+
+
+def _pattern() -> tuple[np.ndarray, np.ndarray]:
+    y, x = np.mgrid[0:32, 0:64]
+    labels = ((x // 9 + y // 5) % 7).astype(np.uint8)
+    labels[(x + y) % 11 == 0] = 255
+    return labels, ((x * 4 + y * 2) % 256).astype(np.uint8)
+
+
+def test_label_and_attention_pngs_are_the_bytes_earlier_versions_wrote():
+    # pinned from the code before the host-work changes (main at 7127371): a label set's label_sha256 and
+    # output_files must keep matching what a newer version writes for the same maps, or resuming it after an
+    # upgrade would relabel every image; also the labelset id records png_compress_level 9
+    import hashlib
+
+    from autolabel.data.io import encode_label_png
+    from autolabel.labelset.files import encode_attention
+
+    labels, attention = _pattern()
+    assert GenerateConfig().png_compress_level == 9
+    png = encode_label_png(labels, GenerateConfig().png_compress_level)
+    assert hashlib.sha256(png).hexdigest() == "1cefb27d0cdcbb1c42f0291953b588ed6229dd0366621fea2c67807358494f5d"
+    attention_png = encode_attention(attention)
+    assert hashlib.sha256(attention_png).hexdigest() == (
+        "b8c5251ae46e14f419f615c816d95d31fa4c0c1aae88b62c1539bfabd2c81a3d"
+    )
+
+
+def _zstd_level(out: Path, image_id: str) -> int:
+    import json
+
+    from autolabel.labelset import confidence
+
+    meta = json.loads((confidence.store_path(out) / image_id / "zarr.json").read_text())
+    return next(c["configuration"]["level"] for c in meta["codecs"] if c["name"] == "zstd")
+
+
+def test_a_label_set_written_at_zstd_17_still_verifies_resumes_and_reads_the_same(
+    monkeypatch, teacher, tmp_path, synthetic_city
+):
+    from autolabel.labelset import confidence
+    from autolabel.labelset.checksums import file_sha256
+    from autolabel.labelset.verify import verify_labelset
+
+    samples = discover_folder(synthetic_city(train=3, val=0, extra=0, size=(64, 32), seed=4) / "leftImg8bit")
+    settings = GenerateConfig(device="cpu", scales=(0.5, 1.0))
+    old_out, new_out = tmp_path / "old", tmp_path / "new"
+    write_array_files = confidence.array_files
+    monkeypatch.setattr(confidence, "array_files", lambda codes, level=17: write_array_files(codes, 17))
+    assert run_generate(GenerateJob(teacher=teacher, out=old_out, generate=settings), samples).ok == len(samples)
+    monkeypatch.undo()  # from here on: this version's level
+    ids = [s.id for s in samples]
+    assert {_zstd_level(old_out, i) for i in ids} == {17}
+    assert confidence.ZSTD_LEVEL == 11
+
+    report = verify_labelset(old_out, check_inputs=False)  # no --data source recorded here
+    assert report.ok, report.problems
+    outputs = [p for folder in ("labels", "confidence.zarr") for p in (old_out / folder).rglob("*") if p.is_file()]
+    before = {p: file_sha256(p) for p in outputs}
+    again = run_generate(GenerateJob(teacher=teacher, out=old_out, generate=settings), samples)
+    assert (again.ok, again.skipped) == (0, len(samples))  # nothing relabelled: the old arrays are kept
+    assert {p: file_sha256(p) for p in before} == before
+
+    assert run_generate(GenerateJob(teacher=teacher, out=new_out, generate=settings), samples).ok == len(samples)
+    assert {_zstd_level(new_out, i) for i in ids} == {11}
+    for image_id in ids:  # either level decodes to the same codes
+        assert np.array_equal(
+            confidence.load_confidence(old_out, image_id), confidence.load_confidence(new_out, image_id)
+        )
