@@ -65,7 +65,7 @@ def label_stats(
     else:
         counts, ysum, xsum = _run_sums(labels, starts, tile, tiles_x, tiles_y)
     total = counts.sum(axis=0)
-    centroids = []
+    centroids: list[dict[str, int]] = []
     for t in range(tiles_x * tiles_y):
         y0, x0 = (t // tiles_x) * tile, (t % tiles_x) * tile
         n = counts[t, :num_classes]
@@ -102,7 +102,7 @@ def _run_sums(
     ysum = np.bincount(keys, weights=lengths * (ys % tile), minlength=size)
     local_x = xs % tile
     xsum = np.bincount(keys, weights=lengths * local_x + lengths * (lengths - 1) // 2, minlength=size)
-    return tuple(a.reshape(-1, 256) for a in (counts.astype(np.int64), ysum, xsum))  # type: ignore[return-value]
+    return counts.astype(np.int64).reshape(-1, 256), ysum.reshape(-1, 256), xsum.reshape(-1, 256)
 
 
 def _pixel_sums(labels: np.ndarray, tile: int, tiles_x: int, tiles_y: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
