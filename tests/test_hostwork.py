@@ -179,3 +179,54 @@ def test_a_label_set_written_at_zstd_17_still_verifies_resumes_and_reads_the_sam
         assert np.array_equal(
             confidence.load_confidence(old_out, image_id), confidence.load_confidence(new_out, image_id)
         )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the measured host cost (what the planner asks)
+
+
+def test_measure_host_cost_times_every_part_and_writes_nothing(tmp_path):
+    from autolabel.data.io import write_image_png
+    from autolabel.generate.hostcost import PARTS, measure_host_cost
+
+    image = tmp_path / "in.png"
+    write_image_png(image, np.random.default_rng(0).integers(0, 255, (32, 64, 3), np.uint8))
+    labels, _ = _pattern()
+    codes = np.where(labels == 255, 0, 5).astype(np.uint8)
+    cost = measure_host_cost(image, GenerateConfig(), labels=labels, codes=codes, repeats=2)
+    assert set(cost.seconds) == set(PARTS) and all(v >= 0 for v in cost.seconds.values())
+    assert cost.seconds["attention_encode"] == 0.0  # attention maps are off by default: nothing to encode
+    assert cost.total == pytest.approx(sum(cost.seconds.values())) and cost.total > 0
+    assert cost.images_per_core_second == pytest.approx(1 / cost.total)
+    assert (cost.width, cost.height) == (64, 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_measure_host_cost_makes_teacher_like_maps_and_attention_when_none_are_given(tmp_path, monkeypatch):
+    from autolabel.data.io import write_image_png
+    from autolabel.generate import hostcost
+
+    image = tmp_path / "in.png"
+    write_image_png(image, np.zeros((32, 64, 3), np.uint8))
+    made = {}
+    real = hostcost.attention_like_maps
+
+    def spy(codes, scales):
+        made.update(real(codes, scales))
+        return made
+
+    monkeypatch.setattr(hostcost, "attention_like_maps", spy)
+    cost = hostcost.measure_host_cost(image, GenerateConfig(attention=True, scales=(0.5, 1.0, 2.0)))
+    assert (cost.width, cost.height) == (64, 32)
+    # a hierarchical teacher's maps: every scale but the largest, each at its own resolution
+    assert {k: v.shape for k, v in made.items()} == {"attn_0.5x": (16, 32), "attn_1.0x": (32, 64)}
+    assert cost.seconds["attention_encode"] > 0
+
+
+def test_teacher_like_maps_ignore_exactly_the_pixels_with_code_zero():
+    from autolabel.generate.hostcost import teacher_like_maps
+
+    labels, codes = teacher_like_maps(128, 64, seed=1, ladder_len=10)
+    assert labels.shape == codes.shape == (64, 128)
+    assert np.array_equal(labels == 255, codes == 0)
+    assert 0 < (labels == 255).mean() < 0.5 and codes.max() == 10
