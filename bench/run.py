@@ -151,7 +151,9 @@ def pipeline_efficiency(size: BenchSize) -> Figure:
         "attention maps + manifest, from disk) / images per CPU-second of the bare model forward on the same "
         "preloaded tensors, with the demo's settings (pipelines/demo.toml: its teacher width, image size, "
         "batch, scales, confidence and attention on, 1 decode + 1 encode thread; 1 torch thread), alternating "
-        "rounds; details.ratio_median: the same with wall-clock images/s",
+        "rounds; details.predict_cpu_ratio: against Teacher.predict (forward + softmax/threshold/codes + "
+        "attention maps, the device's share on a GPU), details.host_core_ms_per_image: what generate adds to "
+        "that, details.ratio_median: the wall-clock ratio",
         details=result,
     )
 
