@@ -186,8 +186,9 @@ def test_a_label_set_written_at_zstd_17_still_verifies_resumes_and_reads_the_sam
 
 
 def test_measure_host_cost_times_every_part_and_writes_nothing(tmp_path):
+    from autolabel.config import DataConfig
     from autolabel.data.io import write_image_png
-    from autolabel.generate.hostcost import PARTS, measure_host_cost
+    from autolabel.generate.hostcost import PARTS, host_seconds_per_image, measure_host_cost
 
     image = tmp_path / "in.png"
     write_image_png(image, np.random.default_rng(0).integers(0, 255, (32, 64, 3), np.uint8))
@@ -200,6 +201,7 @@ def test_measure_host_cost_times_every_part_and_writes_nothing(tmp_path):
     assert cost.images_per_core_second == pytest.approx(1 / cost.total)
     assert (cost.width, cost.height) == (64, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+    assert 0 < host_seconds_per_image(image, GenerateConfig(), DataConfig(), labels=labels, codes=codes) < 10
 
 
 def test_measure_host_cost_makes_teacher_like_maps_and_attention_when_none_are_given(tmp_path, monkeypatch):

@@ -190,7 +190,7 @@ def _measure_once(
     if generate.confidence:
         files, s["confidence_encode"] = _timed(lambda: confidence.array_files(codes))
         written.update({f"confidence/{name}": data for name, data in files.items()})
-    if attention:
+    if generate.attention and attention:
         maps, s["attention_encode"] = _timed(lambda: {k: encode_attention(v) for k, v in attention.items()})
         written.update({f"attention/{k}.png": data for k, data in maps.items()})
     (label_sha, entries), s["hashes"] = _timed(lambda: (hashlib.sha256(png).hexdigest(), file_entries(written)))
