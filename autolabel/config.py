@@ -187,6 +187,8 @@ class StudentConfig:
     coarse_fusion_classes: tuple[str, ...] = ()  # take human coarse labels for these classes where present
     fine_loss_weight: float = num(1.0, 0.0)
     auto_loss_weight: float = num(1.0, 0.0)
+    # images of a label set corrected by `review import` (manifest source = "human"); unset = fine_loss_weight
+    human_loss_weight: float | None = num(None, 0.0)
 
 
 @dataclass(frozen=True)

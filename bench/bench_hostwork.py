@@ -86,7 +86,9 @@ def _finalise_ms(
     settings = WriteSettings(out=out, num_classes=19, shard="0/1", confidence=cfg.confidence)
     attention = attention_like_maps(codes, cfg.scales) if cfg.attention else {}
     sample = Sample(id=image_id, image=path)
-    return _thread_ms(lambda: finalise_image(settings, sample, labels, codes, 0.9, attention, 0.0, None, False))
+    return _thread_ms(
+        lambda: finalise_image(settings, sample, labels, codes, 0.9, attention, 0.0, None, exif_transposed=False)
+    )
 
 
 def _variant(tmp: Path, inputs: list, cfg: GenerateConfig, repeats: int) -> dict[str, Any]:
@@ -128,7 +130,9 @@ def _profile(tmp: Path, inputs: list, cfg: GenerateConfig, top: int) -> list[dic
         fingerprint = input_fingerprint(path)
         image, turned = read_image_upright(path)
         np.stack([image]).copy()
-        finalise_image(settings, Sample(id=f"p{i}", image=path), labels, codes, 0.9, {}, 0.0, fingerprint, turned)
+        finalise_image(
+            settings, Sample(id=f"p{i}", image=path), labels, codes, 0.9, {}, 0.0, fingerprint, exif_transposed=turned
+        )
     profiler.disable()
     stats = pstats.Stats(profiler)
     total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]

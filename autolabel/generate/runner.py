@@ -589,6 +589,7 @@ def _label(
                     decoded.seconds + share,
                     decoded,
                     rows_journal,
+                    {k: float(v[b]) for k, v in predicted.signals.items()},
                 )
                 tracker.pending.append((sample.id, future))
             batch.clear()
@@ -634,10 +635,20 @@ def _timed_finalise(
     seconds: float,
     decoded: Decoded,
     rows_journal: journal.Journal | None,
+    signals: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
     row = finalise_image(
-        settings, sample, labels, codes, mean_confidence, attention, 0.0, decoded.fingerprint, decoded.transposed
+        settings,
+        sample,
+        labels,
+        codes,
+        mean_confidence,
+        attention,
+        0.0,
+        decoded.fingerprint,
+        exif_transposed=decoded.transposed,
+        signals=signals,
     )
     row["seconds"] = seconds + time.perf_counter() - start
     if rows_journal is not None:

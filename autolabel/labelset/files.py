@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from autolabel.data.io import encode_label_png, is_transposed
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset import confidence
 from autolabel.labelset.checksums import FINGERPRINT_KEYS, file_entries
+from autolabel.labelset.manifest import SIGNAL_COLUMNS
 from autolabel.labelset.meta import ATTENTION_DIR, LABELS_DIR
 
 
@@ -138,7 +140,10 @@ def finalise_image(
     attention: dict[str, np.ndarray],
     seconds: float,
     fingerprint: dict[str, Any] | None = None,
+    *,
     exif_transposed: bool | None = None,
+    signals: Mapping[str, float | None] | None = None,
+    source: str = "teacher",
 ) -> dict[str, Any]:
     """Write an image's label PNG (and confidence codes, attention maps) atomically; return its manifest row.
 
@@ -147,6 +152,8 @@ def finalise_image(
     (:func:`~autolabel.labelset.checksums.input_fingerprint`); the row lists every file written besides the
     label with its checksum (``output_files``). ``exif_transposed``: whether decoding turned the image
     (:func:`~autolabel.data.io.read_image_upright`); None asks the file (for a PNG, a second full decode).
+    ``signals`` are the teacher's ranking signals (:data:`~autolabel.labelset.manifest.SIGNAL_COLUMNS`; missing
+    ones are null), ``source`` who made the label.
     """
     class_counts, ignore_count, centroids = label_stats(
         labels, settings.num_classes, settings.centroid_tile, settings.ignore_index
@@ -187,7 +194,18 @@ def finalise_image(
         ),
         **(fingerprint or dict.fromkeys(FINGERPRINT_KEYS)),
         "output_files": file_entries(written),
+        "source": source,
+        **signal_values(signals),
     }
+
+
+def signal_values(signals: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    """The manifest's signal columns from ``signals`` (None where a signal was not measured)."""
+    values: dict[str, float | None] = {}
+    for name in SIGNAL_COLUMNS:
+        value = (signals or {}).get(name)
+        values[name] = None if value is None else float(value)
+    return values
 
 
 def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) -> dict[str, Any]:
@@ -210,6 +228,8 @@ def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) ->
         "exif_transposed": None,
         **dict.fromkeys(FINGERPRINT_KEYS),
         "output_files": None,
+        "source": None,
+        **signal_values(None),
     }
 
 
