@@ -52,7 +52,7 @@ $(REVIEW_STAMP): tests/tools/requirements.txt
 review-venv: $(REVIEW_STAMP)
 
 test: $(STAMP) $(REVIEW_STAMP)
-	AUTOLABEL_REVIEW_PYTHON=$(REVIEW_VENV)/bin/python $(PY) -m pytest -q --timeout=900 tests
+	AUTOLABEL_REVIEW_PYTHON=$(abspath $(REVIEW_VENV))/bin/python $(PY) -m pytest -q --timeout=900 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
