@@ -42,6 +42,7 @@ from PIL import Image
 from autolabel.config import GenerateConfig, format_size
 from autolabel.data.io import encode_label_png, read_image
 from autolabel.errors import ConfigError
+from autolabel.generate.pools import pool_sizes
 from autolabel.labelset import confidence
 from autolabel.labelset.files import WriteSettings, encode_attention, label_stats
 from autolabel.models.predict import tile_layout
@@ -397,8 +398,9 @@ def host_buffer_bytes(width: int, height: int, settings: GenerateConfig) -> int:
     writer (``2 x encode_workers`` batches)."""
     pixels = width * height
     batch = settings.batch_size
-    waiting = 2 * batch + settings.decode_workers
-    pending = max(2, 2 * max(1, settings.encode_workers)) * batch
+    pools = pool_sizes("cpu", settings.decode_workers, settings.encode_workers)  # on a GPU nothing is counted
+    waiting = 2 * batch + pools.decode
+    pending = max(2, 2 * pools.encode) * batch
     attention = sum(s * s for s in settings.scales[:-1]) if settings.attention else 0.0
     return int(waiting * 3 * pixels + pending * (2 + attention) * pixels)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from autolabel.data.sources import exclude_output
 from autolabel.errors import DataError, LabelSetError
 from autolabel.generate import costs
 from autolabel.generate.costs import Calibration, CostModel, Geometry, HostWork, Measurement
+from autolabel.generate.pools import pool_sizes
 from autolabel.generate.runner import GenerateJob, Plan, load_teacher, prepare, write_settings
 from autolabel.generate.sharding import select_shard, shard_counts
 from autolabel.generate.teacher import PredictedBatch, Teacher
@@ -459,10 +459,6 @@ def _done_everywhere(job: GenerateJob, meta: dict[str, Any], ids: Sequence[str])
     return sum(1 for i in ids if i in rows and rows[i]["status"] == "ok")
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def pipeline_seconds(
     forward: float, host: float, device: torch.device, settings: GenerateConfig
 ) -> tuple[float, str, int, int]:
@@ -472,9 +468,9 @@ def pipeline_seconds(
     threads do the host work; a run takes at least the forward, at least the host work spread over its
     threads, and on the CPU at least all the CPU work spread over the cores.
     """
-    cores = usable_cores()
-    threads = torch.get_num_threads()
-    host_threads = max(1, min(cores, settings.decode_workers + max(1, settings.encode_workers)))
+    pools = pool_sizes(device.type, settings.decode_workers, settings.encode_workers)
+    cores, threads = pools.cores, torch.get_num_threads()
+    host_threads = max(1, min(cores, pools.decode + pools.encode))
     spread_host = host / host_threads
     busy = (forward * min(threads, cores) + host) / cores if device.type == "cpu" else 0.0
     per_image = max(forward, spread_host, busy)
