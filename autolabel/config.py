@@ -49,6 +49,58 @@ def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# sizes in bytes
+
+# SLURM's --mem letters (K, M, G, T) are binary, as are KiB..TiB; kB, MB, GB, TB are decimal
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*")
+MEMORY_BUDGET_WORDS = ("auto", "none")
+
+
+def parse_size(text: str, *, key: str = "size") -> int:
+    """Bytes in ``text``: ``8GiB``, ``8G`` (binary, as SLURM's ``--mem``), ``500MB`` (decimal), ``1.5GiB``,
+    or a plain number of bytes; a :class:`ConfigError` naming ``key`` otherwise."""
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ConfigError(
+            f"{key}: {text!r} is not a size; expected a number with a unit such as 8GiB, 8G, 500MB or 4096 (bytes)"
+        )
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise ConfigError(f"{key}: {text!r} is not a positive size")
+    return value
+
+
+def format_size(nbytes: float) -> str:
+    """``1.50 GiB``, ``31.2 MiB``, ``312 MiB``: binary units, three significant digits."""
+    value, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"{value:.{digits}f} {unit}"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # sections
 
 
@@ -216,10 +268,18 @@ class GenerateConfig:
     ladder_step: float = num(0.05, 0.0, 1.0, lo_open=True)  # confidence ladder: threshold, +step, ... <= top
     ladder_top: float = num(0.95, 0.0, 1.0, hi_open=True)
     centroid_tile: int = num(1024, 8)  # class centroids are recorded per tile of this many pixels
+    # the memory labelling may use: "auto" (a GPU's free memory; no budget on the CPU), "none", or a size such
+    # as "8GiB"/"500MB"; with a budget and tile_size 0 the planner picks the tiling (docs/usage.md, "Planning")
+    memory_budget: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.scales or list(self.scales) != sorted(set(self.scales)):
             raise ConfigError(f"generate.scales: {list(self.scales)} must be a strictly increasing list")
+        if self.memory_budget not in MEMORY_BUDGET_WORDS:
+            try:
+                parse_size(self.memory_budget, key="generate.memory_budget")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; or auto (a GPU's free memory) or none") from None
 
 
 @dataclass(frozen=True)

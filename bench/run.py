@@ -1,6 +1,6 @@
 """``make bench``: every performance figure of the pipeline, each a ratio of two things measured in one run.
 
-    python bench/run.py                      # the full set (< 15 min on 2 cores)
+    python bench/run.py                      # the full set (< 15 min on 2 cores, and about an hour of planner_accuracy)
     BENCH_QUICK=1 python bench/run.py        # smaller inputs, fewer repeats (< 2 min)
     python bench/run.py --only label_footprint,confidence_store
 
@@ -32,6 +32,8 @@ from bench_generate import bench_confidence, bench_png, bench_throughput, teache
 from bench_hostwork import bench_hostwork
 from bench_memory import bench_rss_growth, bench_tiled
 from bench_models import NUM_CLASSES, bench_inference, bench_training
+from bench_planner import bench_planner
+from bench_planner import table as planner_table
 from bench_scaling import bench_scaling
 from bench_train import run_benchmark as bench_loader
 from common import Figure, current_command, machine_info
@@ -75,6 +77,10 @@ class BenchSize:
     hostwork_images: int = 2  # 2048x1024 synthetic city images whose host work is measured part by part
     hostwork_repeats: int = 3  # each part's least CPU time of this many runs
     hostwork_size: tuple[int, int] = LABEL_SIZE  # (W, H)
+    # planner_accuracy: teacher widths, image sizes (W, H) and images per real run (bench/bench_planner.py)
+    planner_models: tuple[str, ...] = ("tiny", "w18_small")
+    planner_sizes: tuple[tuple[int, int], ...] = ((512, 256), (1024, 512), (2048, 1024))
+    planner_images: int = 20
 
 
 FULL = BenchSize(
@@ -115,6 +121,9 @@ QUICK = BenchSize(
     fingerprint_repeats=5,
     hostwork_images=1,
     hostwork_repeats=1,
+    planner_models=("tiny",),
+    planner_sizes=((512, 256),),
+    planner_images=3,
 )
 
 
@@ -371,6 +380,21 @@ def host_work(size: BenchSize) -> Figure:
     )
 
 
+def planner_accuracy(size: BenchSize) -> Figure:
+    result = bench_planner(size.planner_models, size.planner_sizes, images=size.planner_images)
+    result["table"] = planner_table(result)
+    return Figure(
+        name="planner_accuracy",
+        value=result["worst_miss"],
+        goal="<= 0.25",
+        definition="the largest miss max(r, 1/r) - 1 over every case's ratios r = predicted / measured of time and "
+        "peak memory: `generate --dry-run --json` (fresh process) vs `generate` of the same images (fresh process, "
+        "teacher loaded first; its VmHWM growth), per teacher width, image size, whole and tiled, scales 0.5/1/2 "
+        "on the CPU; details.rows: every ratio, details.table: the Markdown table",
+        details=result,
+    )
+
+
 FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "pipeline_efficiency": pipeline_efficiency,
     "label_footprint": label_footprint,
@@ -384,6 +408,7 @@ FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "cli_startup": cli_startup,
     "input_fingerprint": input_fingerprint,
     "host_work": host_work,
+    "planner_accuracy": planner_accuracy,
 }
 
 

@@ -82,6 +82,7 @@ class GenerateJob:
     source: Source | None = None  # how the inputs were named (kept in labelset.json)
     recheck_inputs: bool = False  # hash every input again; relabel rows without a fingerprint (older manifests)
     wait: bool = False  # another job holds the shard's lock: wait for it instead of refusing
+    tiling_plan: dict[str, Any] | None = None  # how the planner chose generate.tile_size (kept in labelset.json)
 
 
 @dataclass
@@ -225,6 +226,7 @@ def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict
         png_compress_level=job.generate.png_compress_level,
         centroid_tile=job.generate.centroid_tile,
         source=job.source.to_dict() if job.source is not None else {},
+        tiling_plan=job.tiling_plan,
     )
 
 

@@ -31,8 +31,10 @@ STORE_NAME = "confidence.zarr"
 REPORT_DIR = "report"  # `autolabel report`'s default destination: not part of the label set, never checked
 FORMAT_VERSION = 1
 # Keys of labelset.json that are not part of the id: where the inputs and the set came from (the parent
-# label set, the self-training round), and the id itself. The teacher's sha256 already pins the labels.
-_UNHASHED = ("labelset_id", "source", "rethresholded_from", "parent_labelset_id", "round")
+# label set, the self-training round), how the tiling was chosen (the tiling itself is hashed: a tile size
+# chosen for a memory budget names the same label set as that tile size given by hand), and the id itself.
+# The teacher's sha256 already pins the labels.
+_UNHASHED = ("labelset_id", "source", "rethresholded_from", "parent_labelset_id", "round", "tiling_plan")
 
 
 def labelset_id(meta: dict[str, Any]) -> str:
@@ -61,9 +63,11 @@ def make_labelset_meta(
     png_compress_level: int = 9,
     centroid_tile: int = 1024,
     source: dict[str, Any] | None = None,
+    tiling_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``labelset.json`` including its id. ``label_ids`` is set when labels hold dataset label
-    values (``--label-ids``) instead of train ids."""
+    values (``--label-ids``) instead of train ids; ``tiling_plan`` records a tiling the planner chose for a
+    memory budget (not hashed)."""
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "code_version": __version__,
@@ -86,6 +90,8 @@ def make_labelset_meta(
         "centroid_tile": int(centroid_tile),
         "source": source or {},
     }
+    if tiling_plan is not None:
+        meta["tiling_plan"] = tiling_plan
     meta["labelset_id"] = labelset_id(meta)
     return meta
 
