@@ -15,8 +15,9 @@ Each image is drawn from its own generator seeded by ``(seed, split, index)``, s
 how many workers made them or in which order.
 
 Modules, each importing only the ones before it: :mod:`~autolabel.synth.coarse` (the coarse-label degrader),
-:mod:`~autolabel.synth.render` (one scene: layout and drawing), :mod:`~autolabel.synth.write` (a whole city on
-disk: naming, ``synth.json``, worker pool).
+:mod:`~autolabel.synth.draw` (the classes, the canvas, the vertical world), :mod:`~autolabel.synth.v1` (the
+version-1 scene: layout and objects), :mod:`~autolabel.synth.render` (one scene of a given version),
+:mod:`~autolabel.synth.write` (a whole city on disk: naming, ``synth.json``, worker pool).
 """
 
 from autolabel.synth.coarse import coarse_band_px, coarse_from_fine
