@@ -29,20 +29,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from autolabel.classes import ClassSet, class_set_from_config
 from autolabel.config import PipelineConfig, replace
 from autolabel.data.datasets import Sample
-from autolabel.data.io import read_image, read_label
 from autolabel.data.sources import Source, discover_split
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset.human import coarse_labelset
-from autolabel.models.checkpoint import load_checkpoint
-from autolabel.models.predict import normalise, predict_logits
 from autolabel.train.state import LAST, iter_log
 from autolabel.workflows.steps import (
+    LARGE,
+    THIN,
     DemoSettings,
+    attention_by_class,
     demo_config,
     evaluate_checkpoint,
     label_pool,
@@ -69,8 +68,6 @@ STUDENTS: dict[str, tuple[str | None, float | None]] = {
     "fine + auto coarse (p > 0.5)": ("labels", None),
     "fine + auto coarse (p > 0.9)": ("labels", 0.9),
 }
-THIN = ("pole", "traffic light", "traffic sign", "person", "fence")
-LARGE = ("road", "sidewalk", "building", "vegetation", "terrain", "sky", "car")
 
 
 @dataclass(frozen=True)
@@ -247,37 +244,6 @@ def step_seconds(run: Path) -> float | None:
         return None
     (s0, t0), (s1, t1) = points[1], points[-1]
     return (t1 - t0) / (s1 - s0) if s1 > s0 else None
-
-
-@torch.inference_mode()
-def attention_by_class(
-    cfg: PipelineConfig,
-    checkpoint: Path,
-    samples: Sequence[Sample],
-    classes: ClassSet,
-    scales: Sequence[float] = (0.5, 1.0, 2.0),
-) -> dict[str, dict[str, float]]:
-    """Mean attention of each attended scale over the pixels of each ground-truth class (at full size)."""
-    model = load_checkpoint(checkpoint, expected_num_classes=classes.num_classes).model
-    lut = classes.label_to_train_lut()
-    sums: dict[str, np.ndarray] = {}
-    counts = np.zeros(classes.num_classes, dtype=np.int64)
-    for sample in samples:
-        image = torch.from_numpy(read_image(sample.image))[None]  # (1, H, W, 3) uint8
-        outputs = predict_logits(model, normalise(image, cfg.data.mean, cfg.data.std), scales)
-        label = torch.from_numpy(read_label(sample.label, lut).astype(np.int64)).flatten()
-        valid = label < classes.num_classes
-        counts += np.bincount(label[valid].numpy(), minlength=classes.num_classes)
-        for key in (k for k in outputs if k.startswith("attn_")):
-            attn = F.interpolate(outputs[key], size=image.shape[1:3], mode="bilinear", align_corners=False)
-            per_class = torch.bincount(
-                label[valid], weights=attn.flatten()[valid].double(), minlength=classes.num_classes
-            )
-            sums[key] = sums.get(key, 0) + per_class.numpy()
-    return {
-        key: {name: float(total[c] / counts[c]) for c, name in enumerate(classes.names) if counts[c]}
-        for key, total in sums.items()
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------
