@@ -10,6 +10,7 @@ import click
 
 from autolabel.cli.base import main, progress
 from autolabel.synth import make_synthetic_city
+from autolabel.synth.render import SYNTH_VERSION, SYNTH_VERSIONS
 
 
 def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -40,11 +41,19 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
 )
 @click.option(
     "--size",
-    default="256x128",
+    default="512x256",
     show_default=True,
     callback=parse_size_option,
     metavar="WxH",
-    help="Image size in pixels.",
+    help="Image size in pixels (version 2 is designed for 512x256; docs/synthetic_city.md).",
+)
+@click.option(
+    "--version",
+    "version",
+    type=click.Choice([str(v) for v in SYNTH_VERSIONS]),
+    default=str(SYNTH_VERSION),
+    show_default=True,
+    help="City version: 2 is designed from the network's geometry; 1 remakes results made before it.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option(
@@ -59,7 +68,15 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
     help="Also write gtFine for train_extra (Cityscapes has none; lets you audit auto labels).",
 )
 def synth(
-    out: Path, train: int, val: int, extra: int, size: tuple[int, int], seed: int, workers: int | None, extra_fine: bool
+    out: Path,
+    train: int,
+    val: int,
+    extra: int,
+    size: tuple[int, int],
+    version: str,
+    seed: int,
+    workers: int | None,
+    extra_fine: bool,
 ) -> None:
     """Write a synthetic city in the Cityscapes layout to OUT (see docs/synthetic_city.md)."""
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -76,9 +93,10 @@ def synth(
             workers=workers,
             extra_fine=extra_fine,
             on_progress=bar.update,
+            version=int(version),
         )
     seconds = time.perf_counter() - start
     click.echo(
-        f"wrote {total} images ({size[0]}x{size[1]}, seed {seed}) to {out} in {seconds:.1f} s; "
+        f"wrote {total} images ({size[0]}x{size[1]}, version {version}, seed {seed}) to {out} in {seconds:.1f} s; "
         f"coarse band {meta['coarse_band_px']} px"
     )

@@ -141,6 +141,8 @@ class Scene:
     inst: np.ndarray  # (H, W) int32 instance ids (stuff regions are instances too)
     keep: np.ndarray  # (num_instances,) bool: the coarse annotator draws a polygon for it
     loose: np.ndarray  # (num_instances,) bool: ... a sloppier one (twice the band)
+    # (H, W) bool: bare ground, whose class only context tells (version 2; None where a version has no such idea)
+    plain: np.ndarray | None = None
 
     def coarse(self) -> np.ndarray:
         """Coarse labelIds for this scene (see :func:`coarse_from_fine`)."""
