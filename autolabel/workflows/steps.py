@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +33,20 @@ from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.models.checkpoint import checkpoint_sha256, load_checkpoint
 from autolabel.models.evaluation import EvalSettings
 from autolabel.models.predict import normalise, predict_logits
-from autolabel.synth import make_synthetic_city
+from autolabel.synth import make_synthetic_city, v2
+from autolabel.synth.render import SYNTH_VERSION
 from autolabel.train.loop import fit
 from autolabel.train.state import LAST, STATE
 
 # the class groups of the paper's failure modes (fixed before any result: thin structures vs large regions)
 THIN = ("pole", "traffic light", "traffic sign", "person", "fence")
 LARGE = ("road", "sidewalk", "building", "vegetation", "terrain", "sky", "car")
+
+
+def group_mean(values: Mapping[str, float | None], names: Sequence[str]) -> float | None:
+    """Mean of ``values`` over the classes of a group that have a value (None when none has)."""
+    present: list[float] = [v for v in (values.get(c) for c in names) if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,10 @@ class DemoSettings:
     train: int = 200
     val: int = 50
     extra: int = 400
-    size: tuple[int, int] = (256, 128)  # (width, height)
+    size: tuple[int, int] = v2.DESIGN_SIZE  # (width, height)
     seed: int = 0
     synth_workers: int = 2
+    version: int = SYNTH_VERSION  # of the synthetic city (1 remakes the results made before version 2)
 
 
 def demo_config(settings: DemoSettings) -> PipelineConfig:
@@ -78,6 +86,7 @@ def make_city(settings: DemoSettings) -> Path:
         seed=settings.seed,
         workers=settings.synth_workers,
         extra_fine=True,
+        version=settings.version,
     )
     return city
 
@@ -167,6 +176,8 @@ def attention_by_class(
     sums: dict[str, np.ndarray] = {}
     counts = np.zeros(classes.num_classes, dtype=np.int64)
     for sample in samples:
+        if sample.label is None:  # nothing to average over
+            continue
         image = torch.from_numpy(read_image(sample.image))[None]  # (1, H, W, 3) uint8
         outputs = predict_logits(model, normalise(image, cfg.data.mean, cfg.data.std), scales)
         label = torch.from_numpy(read_label(sample.label, lut).astype(np.int64)).flatten()
@@ -182,3 +193,19 @@ def attention_by_class(
         key: {name: float(total[c] / counts[c]) for c, name in enumerate(classes.names) if counts[c]}
         for key, total in sums.items()
     }
+
+
+def cached_attention(
+    cfg: PipelineConfig, checkpoint: Path, samples: Sequence[Sample], classes: ClassSet, out_json: Path
+) -> dict[str, dict[str, float]]:
+    """:func:`attention_by_class` at ``model.infer_scales``, written to ``out_json`` and reused while the JSON
+    belongs to this checkpoint."""
+    sha = checkpoint_sha256(checkpoint)
+    scales = list(cfg.model.infer_scales)
+    if out_json.is_file():
+        previous = json.loads(out_json.read_text())
+        if previous.get("checkpoint_sha256") == sha and previous.get("scales") == scales:
+            return previous["attention"]
+    attention = attention_by_class(cfg, checkpoint, samples, classes, scales)
+    write_json(out_json, {"checkpoint_sha256": sha, "scales": scales, "attention": attention})
+    return attention
