@@ -110,11 +110,15 @@ def test_results_table_shows_models_label_sets_and_time(tmp_path: Path):
         report=tmp_path / "report" / "index.html",
         miou={"teacher (fine)": 0.4321, "student (fine + auto coarse)": None},
         labels={"auto": {"coverage": 0.9, "accuracy": 0.875, "miou": 0.5, "images": 3}},
+        attention={"attn_0.5x": {"thin": 0.25, "large": 0.625}, "attn_1.0x": {"thin": None, "large": 0.5}},
         seconds={"synth": 30.0, "teacher": 90.0},
     )
     text = results_table(result)
     assert "teacher (fine)" in text and "43.2" in text and "n/a" in text
-    assert "90.0  87.5  50.0" in text
+    assert "prec." in text and "90.0   87.5  50.0" in text  # coverage, precision, mIoU of the auto labels
+    lines = text.splitlines()
+    assert any(line.startswith("attn_0.5x") and line.endswith("0.25  0.62") for line in lines)
+    assert any(line.startswith("attn_1.0x") and line.endswith("n/a  0.50") for line in lines)
     assert "2.0 min" in text
 
 
