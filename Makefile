@@ -7,15 +7,18 @@ AUTOLABEL := $(VENV)/bin/autolabel
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv test test-fast lint demo synth teacher generate manifest verify student evaluate report \
-	reproduce bench soak clean-stamps
+	reproduce rounds bench soak clean-stamps gpu-check gpu-wheels
 
 help:
 	@echo "make demo       - the whole pipeline on a synthetic city (sets up .venv; DEMO_OUT=$(DEMO_OUT))"
 	@echo "make test       - run the test suite (sets up .venv)"
 	@echo "make lint       - ruff check, ruff format --check, mypy"
 	@echo "make reproduce  - the paper's findings in miniature -> results/ (REPRO_SEEDS=$(REPRO_SEEDS))"
+	@echo "make rounds     - self-training rounds on the synthetic city (ROUNDS=$(ROUNDS) ROUNDS_SEEDS= ROUNDS_JOBS= STOP_WHEN=)"
 	@echo "make bench      - benchmarks -> results/bench.json (BENCH_QUICK=1 for the short version)"
 	@echo "make soak       - 20,000 tiny images through generate, interrupted twice"
+	@echo "make gpu-wheels - wheels of zarr/dask for a GPU machine without them -> .whl/ (needs PyPI)"
+	@echo "make gpu-check  - the GPU checks, one JSON (GPU_PYTHON=$(GPU_PYTHON)); without CUDA it does nothing"
 	@echo ""
 	@echo "Batch stages (each a thin CLI call; a stamp in OUT/.stamps makes make skip finished work):"
 	@echo "  synth teacher generate manifest verify student evaluate report"
@@ -25,7 +28,7 @@ help:
 	@echo "Examples:"
 	@echo "  make generate PIPELINE=pipelines/cityscapes.toml CITYSCAPES=/data/cs OUT=/scratch/cs \\"
 	@echo "       SHARD=\$$SLURM_ARRAY_TASK_ID NUM_SHARDS=32"
-	@echo "  make -j4 generate NUM_SHARDS=4     # four shard processes on this machine"
+	@echo "  make -j4 generate NUM_SHARDS=4     # four shard processes here; on a GPU node shard i takes GPU i"
 
 # The virtualenv: torch first (the pinned CPU build on this disk), then the package with test extras.
 $(STAMP): setup.cfg pyproject.toml
@@ -54,6 +57,11 @@ lint: $(STAMP)
 DEMO_OUT ?= runs/demo
 REPRO_OUT ?= results
 REPRO_SEEDS ?= 3
+ROUNDS ?= 2
+ROUNDS_OUT ?= runs/rounds
+ROUNDS_SEEDS ?=
+ROUNDS_JOBS ?= 2
+STOP_WHEN ?=
 
 demo: $(STAMP)
 	$(AUTOLABEL) demo --out $(DEMO_OUT) --config pipelines/demo.toml
@@ -61,11 +69,30 @@ demo: $(STAMP)
 reproduce: $(STAMP)
 	$(AUTOLABEL) reproduce --out $(REPRO_OUT) --seeds $(REPRO_SEEDS) --work runs/reproduce
 
+# round 1 = the demo's teacher -> labels -> student; round k+1 relabels with round k's student (docs/rounds.md)
+rounds: $(STAMP)
+	$(AUTOLABEL) rounds --config pipelines/demo.toml --synthetic --rounds $(ROUNDS) --out $(ROUNDS_OUT) \
+		$(if $(ROUNDS_SEEDS),--seeds $(ROUNDS_SEEDS) --jobs $(ROUNDS_JOBS)) $(if $(STOP_WHEN),--stop-when '$(STOP_WHEN)') \
+		$(foreach s,$(SET),--set $(s))
+
 bench: $(STAMP)
 	$(PY) bench/run.py
 
 soak: $(STAMP)
 	$(PY) scripts/soak.py
+
+# ---------------------------------------------------------------------------------------------------------
+# GPUs (docs/usage.md, "GPUs"). gpu-check runs with the GPU machine's own Python (torch + CUDA there; no
+# .venv): it installs .whl/ (made by gpu-wheels where pip reaches PyPI) into a temporary folder when zarr or
+# dask are missing, never torch. Without CUDA it prints {"cuda": false, ...} and exits 0.
+
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-wheels: $(STAMP)
+	$(PY) scripts/gpu_wheels.py --dest .whl --present .whl-resolve
+
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py
 
 # ---------------------------------------------------------------------------------------------------------
 # batch stages: `make <stage> PIPELINE=pipelines/X.toml OUT=...`; each leaves OUT/.stamps/<stage> when done,
@@ -116,14 +143,16 @@ $(STAMPS)/synth: | $(STAMP)
 	mkdir -p $(@D) && touch $@
 
 $(STAMPS)/teacher: | $(STAMP) $(if $(filter demo,$(PIPELINE_NAME)),$(STAMPS)/synth)
-	$(AUTOLABEL) train-teacher $(CONFIG_ARGS) --set train.out_dir=$(TEACHER_RUN) \
+	$(AUTOLABEL) train-teacher $(CONFIG_ARGS) --out $(TEACHER_RUN) \
 		$(call RESUME_OR_NEW,$(TEACHER_RUN))
 	mkdir -p $(@D) && touch $@
 
-# one stamp per shard: `make -j N generate` runs shards side by side, a SLURM array task runs one
+# one stamp per shard: `make -j N generate` runs shards side by side, a SLURM array task runs one. On a GPU
+# node each shard process takes GPU (shard index mod visible GPUs) by itself (autolabel.models.device), so
+# make sets no CUDA_VISIBLE_DEVICES; a launcher's own assignment (LOCAL_RANK, SLURM_LOCALID, ...) wins.
 $(STAMPS)/generate-%-of-$(NUM_SHARDS): $(TEACHER_DEP) | $(STAMP)
 	$(AUTOLABEL) generate $(CONFIG_ARGS) --teacher $(TEACHER) --out $(LABELS) --shard $*/$(NUM_SHARDS) \
-		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+		$(if $(WORKERS),--dask-workers $(WORKERS)) $(if $(SCHEDULER),--dask-scheduler $(SCHEDULER))
 	mkdir -p $(@D) && touch $@
 
 $(STAMPS)/manifest: $(ALL_SHARD_STAMPS)
@@ -134,18 +163,18 @@ verify: | $(STAMP)
 	$(AUTOLABEL) verify $(LABELS)
 
 $(STAMPS)/student: $(STAMPS)/manifest
-	$(AUTOLABEL) train-student $(CONFIG_ARGS) --set train.out_dir=$(STUDENT_RUN) --labels $(LABELS) \
+	$(AUTOLABEL) train-student $(CONFIG_ARGS) --out $(STUDENT_RUN) --labels $(LABELS) \
 		$(call RESUME_OR_NEW,$(STUDENT_RUN))
 	mkdir -p $(@D) && touch $@
 
 $(STAMPS)/evaluate: $(STAMPS)/student $(TEACHER_DEP)
-	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(TEACHER) --data config --out $(OUT)/eval/teacher.json
+	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(TEACHER) --data config --json $(OUT)/eval/teacher.json
 	$(AUTOLABEL) evaluate $(CONFIG_ARGS) --checkpoint $(STUDENT_RUN)/last.pt --data config \
-		--out $(OUT)/eval/student.json
+		--json $(OUT)/eval/student.json
 	mkdir -p $(@D) && touch $@
 
 report: | $(STAMP)
-	$(AUTOLABEL) report $(LABELS) --dest $(OUT)/report --config $(PIPELINE) \
+	$(AUTOLABEL) report $(LABELS) --out $(OUT)/report --config $(PIPELINE) \
 		$(foreach m,teacher student,$(if $(wildcard $(OUT)/eval/$(m).json),--evaluation $(m)=$(OUT)/eval/$(m).json))
 
 clean-stamps:

@@ -10,6 +10,7 @@ checks (their relative paths resolve against the working directory).
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -87,6 +88,7 @@ class DataConfig:
     val_split: str = "val"
     extra_split: str = "train_extra"
     max_image_pixels: int = num(64_000_000, 1)
+    exif_transpose: bool = True  # turn photos upright by their EXIF Orientation tag, as viewers show them
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = num((0.229, 0.224, 0.225), 0.0, lo_open=True)
 
@@ -119,6 +121,13 @@ class ModelConfig:
             )
         if self.mscale == "single" and len(self.train_scales) != 1:
             raise ConfigError("model.train_scales: mscale = 'single' takes exactly one scale")
+        if self.mscale == "hierarchical" and len(self.train_scales) < 2:
+            # one scale would never use the attention head: DDP then fails at the second step (unused
+            # parameters), and the head would label with untrained weights
+            raise ConfigError(
+                f"model.train_scales: {list(self.train_scales)}; mscale = 'hierarchical' trains on a pair of scales "
+                "(e.g. [0.5, 1.0]); for one scale use mscale = 'single'"
+            )
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,8 @@ class GenerateConfig:
     threshold: float = num(0.5, 0.0, 1.0, hi_open=True)
     batch_size: int = num(1, 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # autocast of the forward; auto = bf16 on GPUs that have it, else fp16 on CUDA, fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     confidence: bool = True
     attention: bool = False
     label_ids: bool = False
@@ -284,7 +295,7 @@ def _convert(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
         return tuple(_convert(f"{key}[{i}]", item_tp, v, base_dir) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return _build(tp, value, base_dir, prefix=f"{key}.")
@@ -349,11 +360,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"--set {text!r}: {key!r} is not a dotted key such as train.lr")
+    return parts, _toml_or_string(value.strip())
+
+
+def _toml_or_string(text: str) -> Any:
     try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        parsed = value.strip()
-    return parts, parsed
+        return text
+
+
+def _as_list(tp: Any, value: Any) -> Any:
+    """A list field given the way its command-line flag is (``0.5,1.0``, or one value) becomes a list."""
+    if typing.get_origin(tp) is not tuple:
+        return value
+    if isinstance(value, str):
+        return [_toml_or_string(item.strip()) for item in value.split(",") if item.strip()]
+    if isinstance(value, bool | int | float):
+        return [value]
+    return value
 
 
 def _apply_override(raw: dict[str, Any], parts: list[str], value: Any, cls: type, cwd: Path) -> None:
@@ -365,7 +390,7 @@ def _apply_override(raw: dict[str, Any], parts: list[str], value: Any, cls: type
             raise ConfigError(f"--set {'.'.join(parts)}: unknown key {key!r}")
         field_tp = typing.get_type_hints(tp)[part]
         if depth == len(parts) - 1:
-            node[part] = _absolutise_paths(field_tp, value, cwd)
+            node[part] = _absolutise_paths(field_tp, _as_list(field_tp, value), cwd)
             return
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
@@ -402,13 +427,23 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
         base_dir = path.resolve().parent
+    overridden: dict[str, str] = {}  # dotted key -> the --set text that gave it
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(raw, parts, value, cls, Path.cwd())
+        overridden[".".join(parts)] = text
     try:
         return _build(cls, raw, base_dir)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        raise ConfigError(_blame(str(exc), path, overridden)) from None
+
+
+def _blame(message: str, path: Path | None, overridden: dict[str, str]) -> str:
+    """Name where a bad value came from: the ``--set`` that gave its key, else the config file."""
+    key = re.sub(r"\[\d+\]$", "", message.partition(":")[0])  # "generate.scales[0]" -> "generate.scales"
+    if key in overridden:
+        return f"--set {overridden[key]}: {message}"
+    return f"{path}: {message}" if path is not None else message
 
 
 def replace(config: Any, **changes: Any) -> Any:
@@ -427,7 +462,7 @@ def replace(config: Any, **changes: Any) -> Any:
             raise ConfigError(f"{prefix}{name}: unknown key; expected one of {', '.join(sorted(fields))}")
         key = f"{prefix}{name}"
         tp = hints[name]
-        if dataclasses.is_dataclass(tp) and isinstance(value, tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, tp):
             checked[name] = value  # a section object was checked when it was built
             continue
         converted = _convert(key, tp, value, Path.cwd())

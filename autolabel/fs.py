@@ -72,6 +72,24 @@ def replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an output folder (a file in the way, nowhere this process may write), or None.
+
+    Checked before any work starts, so a bad output folder is one message and not a half-made output.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "exists and is not a folder"
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be made: {existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write in {existing} (permission denied)"
+    return None
+
+
 def is_temp_name(name: str) -> bool:
     """Names of temporary files/folders an interrupted atomic write leaves (ours, ``atomic_write_bytes``')."""
     return name.startswith(".") and (name.endswith(".tmp") or TEMP_MARK in name)

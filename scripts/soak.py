@@ -3,8 +3,10 @@
 Steps: a synthetic city (``--images`` train_extra images), a tiny random teacher, then `autolabel generate
 --workers 2` in its own process group, SIGKILLed as a whole (coordinator and workers, like a lost node) when
 the manifest has passed 1/3 and 2/3 of the images, and rerun until it finishes. The resident memory of the
-whole process tree is sampled every second. Finally `autolabel manifest` and `autolabel verify`, and a JSON
-report in WORK/soak.json: wall times, peak RSS over time, manifest rows, verify result.
+whole process tree is sampled every second. After each kill the labels on disk and the journal rows not yet in a
+manifest part are counted, and after the next run how many of those labels it wrote again (work the kill
+lost: at most a batch per worker). Finally `autolabel manifest` and `autolabel verify`, and a JSON report in
+WORK/soak.json: wall times, peak RSS over time, manifest rows, labels redone, verify result.
 
     python scripts/soak.py [--work runs/soak] [--images 20000] [--size 64x32] [--workers 2] [--interrupts 2]
 
@@ -61,6 +63,27 @@ def manifest_rows(out: Path) -> int:
             total += pq.ParquetFile(part).metadata.num_rows
         except (OSError, ValueError):
             continue
+    return total
+
+
+def label_files(out: Path) -> dict[str, tuple[int, int]]:
+    """Each label file's identity (inode, change time): an atomic rewrite gives it a new inode."""
+    found = {}
+    for path in (out / "labels").rglob("*.png") if (out / "labels").is_dir() else ():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        found[str(path)] = (stat.st_ino, stat.st_ctime_ns)
+    return found
+
+
+def journal_lines(out: Path) -> int:
+    """Rows in journals of interrupted runs (what the next run moves into the manifest)."""
+    total = 0
+    for path in (out / "manifest").glob(".journal-*.jsonl"):
+        with open(path, "rb") as fh:
+            total += sum(1 for _ in fh)
     return total
 
 
@@ -141,7 +164,7 @@ def main() -> int:
         "generate",
         "--teacher",
         str(teacher),
-        "--dataset",
+        "--data",
         f"cityscapes:{city}:train_extra",
         "--out",
         str(out),
@@ -151,15 +174,23 @@ def main() -> int:
         "cpu",
         "--batch-size",
         "8",
-        "--workers",
+        "--dask-workers",
         str(args.workers),
     ]
     timeline: list[dict] = []
     runs = []
     t0 = time.perf_counter()
     kill_points = [args.images * (k + 1) // (args.interrupts + 1) for k in range(args.interrupts)]
+    at_kill: dict[str, tuple[int, int]] | None = None
     for kill_at in [*kill_points, None]:
         run = run_once(cmd, out, kill_at, timeline, t0)
+        if at_kill is not None:  # labels on disk at the last kill that this run wrote again
+            now = label_files(out)
+            run["labels_redone_from_last_kill"] = sum(now.get(p, ident) != ident for p, ident in at_kill.items())
+        if run["killed"]:
+            at_kill = label_files(out)
+            run["labels_on_disk_at_kill"] = len(at_kill)
+            run["journal_rows_at_kill"] = journal_lines(out)
         log.info("run: %s", run)
         runs.append(run)
         if kill_at is None and run["returncode"] != 0:
@@ -180,6 +211,9 @@ def main() -> int:
         "images_per_second": round(args.images / wall, 1),
         "manifest_rows": rows,
         "rows_ok": rows == args.images,
+        "labels_redone_per_kill": [
+            r["labels_redone_from_last_kill"] for r in runs if "labels_redone_from_last_kill" in r
+        ],
         "verify_returncode": verify.returncode,
         "verify_summary": verify.stdout.strip().splitlines()[-1:] if verify.stdout else [],
         "peak_rss_mb": max((s["rss_mb"] for s in timeline), default=0.0),

@@ -101,3 +101,18 @@ def test_peak_rss_of_a_child_does_not_include_its_parents_peak():
     child_peak = float(out.stdout.strip().splitlines()[-1])
     assert common.peak_rss_mb() > 512 + ballast[0]  # the parent's peak holds the ballast
     assert child_peak < common.peak_rss_mb() - 400
+
+
+def test_cli_startup_figure_is_the_slowest_help_command_in_seconds():
+    figure = bench_run.cli_startup(dataclasses.replace(TINY, startup_repeats=1))
+    medians = figure.details["median_s"]
+    assert set(medians) == {"--help", "generate --help", "train-teacher --help", "evaluate --help"}
+    assert figure.unit == "s" and figure.value == max(medians.values()) > 0
+
+
+def test_input_fingerprint_figure_is_the_hash_cost_relative_to_decoding():
+    figure = bench_run.input_fingerprint(dataclasses.replace(TINY, fingerprint_repeats=1))
+    details = figure.details
+    assert 1.0 <= details["file_mb"] <= 3.5  # the size the issue asks about: about 2 MB
+    assert details["fingerprint_ms"] > 0 and details["decode_ms"] > 0
+    assert figure.value == pytest.approx(details["fingerprint_ms"] / details["decode_ms"], rel=0.01)

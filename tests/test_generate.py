@@ -257,7 +257,7 @@ def test_stale_temp_files_of_other_shards_are_left_alone(tmp_path):
     for p in (own, other):
         p.write_bytes(b"partial")
     own_codes.mkdir(parents=True)
-    removed = remove_stale_temp_files(tmp_path, [Chunk(samples=[mine], done={})], label_ids=False)
+    removed = remove_stale_temp_files(tmp_path, [Chunk(samples=[mine], finished_rows={})], label_ids=False)
     assert removed == 2 and not own.exists() and not own_codes.exists() and other.exists()
 
 
@@ -296,7 +296,7 @@ def test_pipeline_batches_by_size_and_keeps_rows_in_chunks(tmp_path):
         images[f"im{i}"] = image
     (tmp_path / "in" / "bad.png").write_bytes(b"nope")
     samples.append(Sample(id="im_bad", image=tmp_path / "in" / "bad.png"))
-    chunks = [Chunk(samples=c, done={}) for c in chunked(samples, 3)]
+    chunks = [Chunk(samples=c, finished_rows={}) for c in chunked(samples, 3)]
     out = tmp_path / "out"
     seen = []
     settings = WriteSettings(out=out, num_classes=3, shard="0/1")

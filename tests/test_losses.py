@@ -229,8 +229,8 @@ def test_composite_loss_is_main_plus_weighted_aux_and_per_scale_terms():
     )
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(parts) == {"main", "aux", "pred_0.5x", "pred_1.0x", "total"}
-    assert parts["total"] == pytest.approx(total.item())
-    assert parts["main"] == pytest.approx(rmi(out["pred"], labels).item(), rel=1e-6)
+    assert float(parts["total"]) == pytest.approx(total.item())
+    assert float(parts["main"]) == pytest.approx(rmi(out["pred"], labels).item(), rel=1e-6)
 
 
 def test_composite_weights_come_from_the_config_and_missing_terms_are_skipped():

@@ -40,7 +40,7 @@ def test_auto_share_is_the_configured_fraction(fraction):
     plan = planner.plan(0)
     assert source_share(plan, lambda s: s > 0) == pytest.approx(fraction, abs=0.01)
     # every fine item exactly once per epoch
-    assert sorted(i.index for i in plan if i.source == 0) == list(range(300))
+    assert sorted(i.item for i in plan if i.source == 0) == list(range(300))
     # both auto sets are drawn from, roughly in proportion to their sizes
     counts = Counter(i.source for i in plan if i.source > 0)
     assert counts[1] / (counts[1] + counts[2]) == pytest.approx(1000 / 1500, abs=0.08)
@@ -84,7 +84,7 @@ def test_class_uniform_fraction_is_respected_and_centres_come_from_centroids():
     centred = [item for item in plan if item.center is not None]
     assert len(centred) / len(plan) == pytest.approx(0.3, abs=0.1)
     known = set(zip(table.item.tolist(), table.y.tolist(), table.x.tolist(), strict=True))
-    assert all((i.index, i.center_y, i.center_x) in known for i in centred)
+    assert all((i.item, i.center_y, i.center_x) in known for i in centred)
 
 
 def test_auto_slots_only_use_boost_class_centroids():
@@ -147,7 +147,7 @@ def test_fraction_one_without_fine_data_uses_auto_only():
     planner = EpochPlanner(sizes=(0, 12), centroids=(CentroidTable.empty(),) * 2, auto_fraction=1.0, seed=0)
     plan = planner.plan(0)
     assert len(plan) == 12 and all(i.source == 1 for i in plan)
-    assert sorted(i.index for i in plan) == list(range(12))  # without replacement while there are enough
+    assert sorted(i.item for i in plan) == list(range(12))  # without replacement while there are enough
 
 
 def write_labels(folder, arrays):

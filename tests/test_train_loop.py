@@ -194,7 +194,7 @@ def test_train_teacher_cli(city, tmp_path):
     ]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 0, run.output
-    assert "2 steps, 1 epochs" in run.output
+    assert "2 steps, 1 epoch," in run.output
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2
     assert "holds a previous run" in again.output and "Traceback" not in again.output

@@ -8,20 +8,23 @@ from pathlib import Path
 
 import click
 
-from autolabel.cli.base import main, progress
-from autolabel.synth import make_synthetic_city
-from autolabel.synth.render import SYNTH_VERSION, SYNTH_VERSIONS
+from autolabel.cli.base import FOLDER, check_out_dir, main, plural, progress
+
+# autolabel.synth.render.SYNTH_VERSIONS and SYNTH_VERSION, spelled out so that the CLI's start-up imports no
+# drawing code (tests/test_synth.py checks that they agree)
+SYNTH_VERSION_CHOICES = ("1", "2")
+SYNTH_DEFAULT_VERSION = "2"
 
 
 def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
     width, sep, height = value.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 256x128")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) == 0 or int(height) == 0:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with positive sides, e.g. 256x128")
     return int(width), int(height)
 
 
-@main.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@main.command("synth", short_help="Write a synthetic city in the Cityscapes layout.")
+@click.argument("out", type=FOLDER)
 @click.option(
     "--train",
     type=click.IntRange(min=0),
@@ -50,8 +53,8 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
 @click.option(
     "--version",
     "version",
-    type=click.Choice([str(v) for v in SYNTH_VERSIONS]),
-    default=str(SYNTH_VERSION),
+    type=click.Choice(SYNTH_VERSION_CHOICES),
+    default=SYNTH_DEFAULT_VERSION,
     show_default=True,
     help="City version: 2 is designed from the network's geometry; 1 remakes results made before it.",
 )
@@ -60,11 +63,12 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Processes (default: one per CPU core; 0 = in this process).",
+    help="Local worker processes drawing images (default: one per CPU core; 0 = in this process).",
 )
 @click.option(
-    "--extra-fine",
-    is_flag=True,
+    "--extra-fine/--no-extra-fine",
+    default=False,
+    show_default=True,
     help="Also write gtFine for train_extra (Cityscapes has none; lets you audit auto labels).",
 )
 def synth(
@@ -78,7 +82,16 @@ def synth(
     workers: int | None,
     extra_fine: bool,
 ) -> None:
-    """Write a synthetic city in the Cityscapes layout to OUT (see docs/synthetic_city.md)."""
+    """Write a synthetic city in the Cityscapes layout to the folder OUT: leftImg8bit/ (PNG images), gtFine/ and
+    gtCoarse/ (labelIds PNGs) for train, val and train_extra (see docs/synthetic_city.md).
+
+    \b
+    Example:
+      autolabel synth runs/city --train 20 --val 5 --extra 40 --size 256x128
+    """
+    from autolabel.synth import make_synthetic_city
+
+    check_out_dir(out, "OUT")
     workers = (os.cpu_count() or 1) if workers is None else workers
     total = train + val + extra
     start = time.perf_counter()
@@ -97,6 +110,7 @@ def synth(
         )
     seconds = time.perf_counter() - start
     click.echo(
-        f"wrote {total} images ({size[0]}x{size[1]}, version {version}, seed {seed}) to {out} in {seconds:.1f} s; "
+        f"wrote {plural(total, 'image')} ({size[0]}x{size[1]}, version {version}, seed {seed}) to {out} in "
+        f"{seconds:.1f} s; "
         f"coarse band {meta['coarse_band_px']} px"
     )

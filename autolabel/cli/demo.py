@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from autolabel.cli.base import main, set_option
+from autolabel.cli.base import FOLDER, check_out_dir, main, set_option, shipped_pipeline
 from autolabel.cli.data import parse_size_option
-from autolabel.workflows.demo import DemoSettings, results_table, run_demo
 
 
 def city_options(command):
@@ -39,10 +38,10 @@ def city_options(command):
     return command
 
 
-@main.command("demo")
+@main.command("demo", short_help="The whole pipeline on a synthetic city (CPU).", compute=True)
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=Path("runs/demo"),
     show_default=True,
     help="Folder for all the demo makes (a rerun finishes or skips stages).",
@@ -51,11 +50,10 @@ def city_options(command):
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("pipelines/demo.toml"),
-    show_default=True,
-    help="Pipeline TOML of the demo.",
+    default=None,
+    help="Pipeline TOML of the demo [default: the shipped demo.toml, wherever autolabel is installed].",
 )
-@set_option
+@set_option("train.epochs=4")
 @city_options
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic city.")
 def demo(
@@ -68,26 +66,36 @@ def demo(
     size: tuple[int, int],
     seed: int,
 ) -> None:
-    """synth -> teacher -> generate -> students (fine + auto, fine + human coarse) -> evaluate -> report."""
+    """The whole pipeline on a synthetic city, in OUT: synth -> teacher -> generate -> two students (fine + auto
+    labels, fine + human coarse labels) -> evaluate -> audit -> report. Works from any folder.
+
+    \b
+    Example (a few minutes' trial):
+      autolabel demo --out /tmp/demo --train 20 --val 5 --extra 20 --set train.epochs=2 --set student.epochs=2
+    """
+    from autolabel.workflows.demo import DemoSettings, results_table, run_demo
+
+    check_out_dir(out)
+    config = shipped_pipeline(config_path if config_path is not None else "demo")
     settings = DemoSettings(
-        out=out, config=config_path, overrides=overrides, train=train, val=val, extra=extra, size=size, seed=seed
+        out=out, config=config, overrides=overrides, train=train, val=val, extra=extra, size=size, seed=seed
     )
     result = run_demo(settings, on_stage=lambda name: click.echo(f"== {name}", err=True))
     click.echo(results_table(result))
     click.echo(f"report: {result.report}")
 
 
-@main.command("reproduce")
+@main.command("reproduce", short_help="The paper's tables in miniature, over seeds.", compute=True)
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=Path("results"),
     show_default=True,
     help="Folder for reproduce.json and reproduce.md.",
 )
 @click.option(
     "--work",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=Path("runs/reproduce"),
     show_default=True,
     help="Folder for the city, runs and label sets (a rerun resumes).",
@@ -96,11 +104,10 @@ def demo(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("pipelines/reproduce.toml"),
-    show_default=True,
-    help="Base pipeline TOML.",
+    default=None,
+    help="Base pipeline TOML [default: the shipped reproduce.toml].",
 )
-@set_option
+@set_option("train.epochs=10")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="Training seeds 0..N-1.")
 @click.option(
     "--jobs", default=2, show_default=True, type=click.IntRange(1), help="Trainings side by side (one thread each)."
@@ -120,6 +127,10 @@ def reproduce(
 ) -> None:
     """The paper's Table 3, failure modes and Table 4 in miniature, over several seeds -> OUT/reproduce.md."""
     from autolabel.workflows.reproduce import ReproduceSettings, markdown, run_reproduce
+
+    check_out_dir(out)
+    check_out_dir(work, "--work")
+    config_path = shipped_pipeline(config_path if config_path is not None else "reproduce")
 
     command = shlex.join(["autolabel", *sys.argv[1:]])  # what the results say produced them
     settings = ReproduceSettings(

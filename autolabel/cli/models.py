@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
-from autolabel.classes import class_set_from_config
 from autolabel.cli.base import config_option, load_pipeline, main, set_option
-from autolabel.models.checkpoint import import_nvidia_checkpoint
 
 
-@main.command("import-checkpoint")
+@main.command("import-checkpoint", short_help="Convert a published NVIDIA checkpoint.")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -22,7 +20,7 @@ from autolabel.models.checkpoint import import_nvidia_checkpoint
     help="Class preset the weights were trained on (default: the config's [classes]).",
 )
 @config_option
-@set_option
+@set_option("model.width=w48")
 def import_checkpoint(
     src: Path, dst: Path, preset: str | None, config_path: Path | None, overrides: tuple[str, ...]
 ) -> None:
@@ -31,6 +29,9 @@ def import_checkpoint(
     The network is the config's [model] (default: the published HRNetV2-W48 + OCR teacher); every key and
     shape of SRC must match it.
     """
+    from autolabel.classes import class_set_from_config
+    from autolabel.models.checkpoint import import_nvidia_checkpoint
+
     if preset is not None:
         overrides = (f"classes.preset={preset}", *overrides)
     cfg = load_pipeline(config_path, overrides)

@@ -1,4 +1,4 @@
-"""`autolabel report OUT`: an HTML page about a label set (registered on the main group)."""
+"""`autolabel report LABELSET`: an HTML page about a label set (registered on the main group)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,20 @@ from pathlib import Path
 
 import click
 
-from autolabel.classes import class_set_from_config
-from autolabel.cli.base import load_pipeline, main, progress
-from autolabel.data.sources import parse_source
-from autolabel.errors import ConfigError
-from autolabel.report import ReportOptions, build_report
+from autolabel.cli.base import (
+    FOLDER,
+    alias_option,
+    check_out_dir,
+    config_option,
+    load_pipeline,
+    main,
+    progress,
+    resolve_alias,
+    set_option,
+)
+from autolabel.data.sources import SPEC_HELP
+from autolabel.errors import AutolabelError, ConfigError
+from autolabel.fs import TEMP_MARK
 
 
 def parse_named_file(text: str, option: str) -> tuple[str, Path]:
@@ -23,13 +32,25 @@ def parse_named_file(text: str, option: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-@main.command("report")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def without_staging(message: str, out: Path) -> str:
+    """A message about the report's staging folder (``.report.tmp-XXXX``), told about ``out`` instead."""
+    staging = f"{out.parent / ('.' + out.name)}{TEMP_MARK}"
+    while staging in message:
+        start = message.index(staging)
+        end = start + len(staging)
+        while end < len(message) and message[end] not in "/: )'\"":
+            end += 1
+        message = message[:start] + str(out) + message[end:]
+    return message
+
+
+@main.command("report", short_help="Write an HTML report of a label set.")
+@click.argument("labelset", metavar="LABELSET", type=FOLDER)
 @click.option(
-    "--dest",
-    type=click.Path(file_okay=False, path_type=Path),
+    "--out",
+    type=FOLDER,
     default=None,
-    help="Folder for index.html and its pictures [default: OUT/report].",
+    help="Folder for index.html and its pictures [default: LABELSET/report].",
 )
 @click.option(
     "--evaluation",
@@ -43,52 +64,69 @@ def parse_named_file(text: str, option: str) -> tuple[str, Path]:
     "audits",
     multiple=True,
     metavar="NAME=JSON",
-    help="An `autolabel evaluate-labels --out` JSON to show as a row (repeatable).",
+    help="An `autolabel evaluate-labels` JSON to show as a row (repeatable).",
 )
 @click.option(
-    "--fine",
-    "fine_spec",
+    "--data",
+    "data_spec",
     default=None,
-    metavar="LAYOUT:ROOT:SPLIT",
-    help="Fine-labelled split for the class shares [default: a Cityscapes source's train split].",
+    metavar="SPEC",
+    help=f"Fine-labelled images to compare class shares with: {SPEC_HELP} "
+    "[default: a Cityscapes source's train split].",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Pipeline TOML whose class list (names, colours, label ids) to use.",
-)
+@config_option
+@set_option("classes.preset=cityscapes")
 @click.option(
     "--worst", default=12, show_default=True, type=click.IntRange(0), help="Images in the lowest-mean-confidence sheet."
 )
 @click.option("--sample", default=12, show_default=True, type=click.IntRange(0), help="Images in the random sheet.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sheet.")
+@alias_option("--dest", "--out", "--out DIR", type=FOLDER)
+@alias_option("--fine", "--data", "--data SPEC")
+@click.pass_context
 def report(
-    out: Path,
-    dest: Path | None,
+    ctx: click.Context,
+    labelset: Path,
+    out: Path | None,
     evaluations: tuple[str, ...],
     audits: tuple[str, ...],
-    fine_spec: str | None,
+    data_spec: str | None,
     config_path: Path | None,
+    overrides: tuple[str, ...],
     worst: int,
     sample: int,
     seed: int,
 ) -> None:
-    """Write an HTML report of the label set in OUT: counts, errors, time, class shares vs human labels,
-    coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse)."""
-    classes = class_set_from_config(load_pipeline(config_path, ()).classes) if config_path else None
+    """Write an HTML report of the label set LABELSET: counts, errors, time, class shares vs human labels,
+    coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse).
+
+    --config (with --set) gives the class list's names and colours; the label set's own are used without.
+    """
+    out = resolve_alias(ctx, "--out", "out", out)
+    data_spec = resolve_alias(ctx, "--data", "data_spec", data_spec)
+    from autolabel.classes import class_set_from_config
+    from autolabel.data.sources import parse_source
+    from autolabel.report import ReportOptions, build_report
+
+    cfg = load_pipeline(config_path, overrides) if config_path or overrides else None
+    classes = class_set_from_config(cfg.classes) if cfg is not None else None
     named = dict(parse_named_file(t, "--evaluation") for t in evaluations)
+    checks = dict(parse_named_file(t, "--audit") for t in audits)
+    fine = parse_source(data_spec, flag="--data", config=cfg.data if cfg else None) if data_spec else None
+    dest = check_out_dir(out) if out is not None else labelset / "report"
     steps = ("overview", "reference labels", "confidence", "sheets", "page")
-    with progress(length=len(steps), label="report") as bar:
-        page = build_report(
-            out,
-            dest,
-            evaluations=named,
-            classes=classes,
-            audits=dict(parse_named_file(t, "--audit") for t in audits),
-            fine_source=parse_source(fine_spec, flag="--fine") if fine_spec else None,
-            options=ReportOptions(worst=worst, sample=sample, seed=seed),
-            on_step=lambda name: bar.update(1),
-        )
+    try:
+        with progress(length=len(steps), label="report") as bar:
+            page = build_report(
+                labelset,
+                dest,
+                evaluations=named,
+                classes=classes,
+                audits=checks,
+                fine_source=fine,
+                options=ReportOptions(worst=worst, sample=sample, seed=seed),
+                on_step=lambda name: bar.update(1),
+            )
+    except AutolabelError as exc:
+        raise type(exc)(without_staging(str(exc), dest)) from None
     click.echo(f"report: {page}")

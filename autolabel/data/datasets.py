@@ -3,6 +3,11 @@
 Every sample has a stable ``id``: the image path relative to the dataset root, with POSIX separators and no
 suffix. Ids are what label sets, manifests and shards are keyed by, so they never depend on the machine, the
 working directory or the order files were listed in. Discovery returns samples sorted by id.
+
+Ids also name output files (``OUT/labels/<id>.png``, ``OUT/confidence.zarr/<id>``), so every discovery checks
+them (:func:`id_problem`): a sample whose id could not safely name a file inside an output folder keeps its
+place in the list with :attr:`Sample.problem` set, and the labelling run turns it into an error row instead of
+failing as a whole.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from autolabel.classes import ClassSet, custom_class_set
@@ -20,6 +25,12 @@ from autolabel.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LABELSET_FILE = "labelset.json"  # marks a label-set folder (autolabel.labelset.meta): never scanned for images
+# limits on ids, leaving room under NAME_MAX (255 bytes) for the suffixes and temporary names outputs add
+MAX_ID_PART_BYTES = 200
+MAX_ID_BYTES = 1024
+# names with a meaning inside the confidence store (a zarr v3 group): an id part may not be one of them
+_RESERVED_PARTS = frozenset({"zarr.json"})
 CITYSCAPES_IMAGE_TAG = "_leftImg8bit"
 AUTO_LABEL_TAG = "_gtAuto_labelTrainIds"
 # DataConfig's split names are Cityscapes-style; Mapillary calls the same splits differently.
@@ -34,6 +45,58 @@ class Sample:
     image: Path
     label: Path | None = None
     coarse: Path | None = None
+    problem: str | None = None  # why the id cannot name output files (see id_problem); None when it can
+
+
+def id_problem(sample_id: str) -> str | None:
+    """Why ``sample_id`` cannot name files inside an output folder, or None when it can.
+
+    An id must be a relative POSIX path of non-empty parts, none of them ``.``/``..`` or hidden (a leading dot
+    is how temporary files are named), with no control characters (NUL included), each part at most
+    :data:`MAX_ID_PART_BYTES` and the whole at most :data:`MAX_ID_BYTES` bytes of UTF-8, and no part that the
+    confidence store reserves (``zarr.json``). Such an id never resolves outside the folder it is joined to.
+    """
+    if not sample_id:
+        return "empty id"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in sample_id):
+        return "control character (e.g. NUL or newline) in the name"
+    if len(sample_id.encode("utf-8", "surrogateescape")) > MAX_ID_BYTES:
+        return f"id longer than {MAX_ID_BYTES} bytes"
+    if sample_id.startswith("/"):
+        return "absolute path"
+    for part in sample_id.split("/"):
+        if not part:
+            return "empty path component ('//' or a trailing '/')"
+        if part in (".", ".."):
+            return f"{part!r} path component"
+        if part.startswith("."):
+            return f"hidden path component {part!r} (a leading '.' marks temporary files)"
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_ID_PART_BYTES:
+            return f"path component longer than {MAX_ID_PART_BYTES} bytes"
+        if part in _RESERVED_PARTS:
+            return f"path component {part!r} is reserved by the confidence store"
+    return None
+
+
+def check_ids(samples: Iterable[Sample]) -> list[Sample]:
+    """``samples`` with :attr:`Sample.problem` set on every id that cannot name output files.
+
+    Besides :func:`id_problem`, an id that is a folder of other ids (``a`` next to ``a/b``) is refused: its
+    confidence map would be a folder holding theirs.
+    """
+    samples = list(samples)
+    ids = {s.id for s in samples}
+    parents = {sample_id.rsplit("/", k)[0] for sample_id in ids for k in range(1, sample_id.count("/") + 1)}
+    checked = []
+    for sample in samples:
+        problem = id_problem(sample.id)
+        if problem is None and sample.id in parents:
+            problem = f"other images' ids lie under it ({sample.id}/...): a file and a folder would share a name"
+        if problem is not None:
+            logger.warning("%s: unusable image id %r: %s", sample.image, sample.id, problem)
+            sample = replace(sample, problem=f"{sample.image}: unusable image id {sample.id!r}: {problem}")
+        checked.append(sample)
+    return checked
 
 
 def auto_label_relpath(sample_id: str) -> str:
@@ -61,9 +124,10 @@ def _require_dir(path: Path, what: str) -> None:
 
 
 def _nonempty(samples: list[Sample], where: Path) -> list[Sample]:
+    """``samples`` (ids checked, see :func:`check_ids`); a :class:`DataError` when there are none."""
     if not samples:
         raise DataError(f"{where}: found no images")
-    return samples
+    return check_ids(samples)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -175,8 +239,9 @@ def _is_within(path: Path, roots: Iterable[Path]) -> bool:
 
 def _walk_images(root: Path, excluded: tuple[Path, ...]) -> Iterator[Path]:
     """Image files under ``root`` (as paths under ``root``, not symlink targets), skipping hidden entries,
-    excluded paths and symlinks that resolve outside ``root``; each real directory is visited once, so
-    symlink loops terminate."""
+    excluded paths, label-set folders (holding a ``labelset.json``: their label PNGs are outputs, not images)
+    and symlinks that resolve outside ``root``; each real directory is visited once, so symlink loops
+    terminate."""
     real_root = root.resolve()
     seen_dirs: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -185,6 +250,10 @@ def _walk_images(root: Path, excluded: tuple[Path, ...]) -> Iterator[Path]:
             dirnames.clear()
             continue
         seen_dirs.add(real_dir)
+        if LABELSET_FILE in filenames:
+            logger.warning("%s: skipped, it holds a label set (%s)", dirpath, LABELSET_FILE)
+            dirnames.clear()
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
@@ -203,7 +272,8 @@ def discover_folder(
     """Every ``.png``/``.jpg``/``.jpeg`` image under ``root`` (recursive, any letter case).
 
     Hidden files and folders are skipped, as is anything under an ``exclude`` path (e.g. an output folder
-    inside the input folder) and symlinks that lead outside ``root``. Two files that differ only in their
+    inside the input folder), any folder holding a label set (``labelset.json``) and symlinks that lead
+    outside ``root``. Two files that differ only in their
     suffix (``a.png``, ``a.jpg``) would share an id and raise :class:`DataError`. With ``labels`` (a folder),
     the label of image id X is ``labels/X.png`` where that file exists.
     """

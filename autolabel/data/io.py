@@ -2,21 +2,27 @@
 
 Every failure a user can cause (a missing, empty, truncated, 16-bit or oversized file, something that is not
 an image) raises :class:`~autolabel.errors.DataError` naming the file and the reason; write failures raise
-:class:`~autolabel.errors.OutputError`. Images are returned exactly as stored (no EXIF rotation), because
-label maps are aligned with the stored pixel grid, not with how a photo viewer would display it.
+:class:`~autolabel.errors.OutputError`.
+
+Photos with an EXIF Orientation tag (a phone held sideways stores its pixels sideways and says so in the tag)
+are turned upright by :func:`read_image`, as every viewer shows them, so their labels come out upright too
+(``data.exif_transpose = false`` reads the stored pixels as they are). Label maps are never turned: they are
+written in the orientation of the image they were made from, and the manifest's ``exif_transposed`` column
+says which one that was.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from autolabel.errors import DataError
 from autolabel.fs import atomic_write_bytes
@@ -29,6 +35,7 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _LABEL_MODES = frozenset({"L", "P"})  # P: the palette index is the label value (Mapillary stores labels so)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
+_EXIF_ORIENTATION = 0x0112  # EXIF tag: 1 = upright, 2..8 = mirrored and/or rotated
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -40,18 +47,24 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-def _has_16_bit_samples(image: Image.Image, path: Path) -> bool:
-    """True for wide sample formats Pillow would silently narrow to 8 bits (16-bit RGB PNG or TIFF)."""
+def _wide_samples(image: ImageFile.ImageFile, path: Path) -> str | None:
+    """What makes an image wider than 8 bits per channel (a 16-bit RGB PNG, a 48-bit TIFF, a float image),
+    which Pillow would otherwise silently narrow to 8 bits; None for 8-bit images."""
+    if image.format == "PNG" and _png_bit_depth(path) == 16:
+        kind = "grayscale" if image.mode.startswith("I") else image.mode
+        return f"16-bit PNG ({kind}, {16 * len(image.getbands())} bits per pixel)"
+    if image.mode == "F":
+        return "floating-point samples (mode 'F')"
+    if image.mode == "I":
+        return "32-bit integer samples (mode 'I')"
     if image.mode in _WIDE_MODES:
-        return True
-    if image.format == "PNG":
-        return _png_bit_depth(path) == 16
+        return f"16-bit samples (mode {image.mode!r})"
     for tile in image.tile:  # the decoder's raw mode, e.g. 'RGB;16N' for a 48-bit TIFF
         args = tile[3]
         rawmode = args if isinstance(args, str) else args[0] if args else ""
         if ";16" in str(rawmode):
-            return True
-    return False
+            return f"16-bit {image.format or 'image'} ({image.mode}, {16 * len(image.getbands())} bits per pixel)"
+    return None
 
 
 def _open(path: Path, max_pixels: int | None) -> Image.Image:
@@ -72,7 +85,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image too large ({exc})") from None
+        raise DataError(_bomb_message(path, str(exc), max_pixels)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read image header ({exc})") from None
     width, height = image.size
@@ -82,10 +95,22 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
             f"{path}: image too large ({width}x{height} = {width * height} pixels, "
             f"limit {max_pixels}; raise data.max_image_pixels if this is intended)"
         )
-    if _has_16_bit_samples(image, path):
+    wide = _wide_samples(image, path)
+    if wide is not None:
         image.close()
-        raise DataError(f"{path}: 16-bit or floating-point image (mode {image.mode!r}); expected 8 bits per channel")
+        raise DataError(f"{path}: {wide}; expected 8 bits per channel")
     return image
+
+
+def _bomb_message(path: Path, pillow_message: str, max_pixels: int | None) -> str:
+    """Pillow refuses images above twice its own limit before we see their size; say it with our limit."""
+    found = re.search(r"\((\d+) pixels\)", pillow_message)
+    pixels = int(found.group(1)) if found else None
+    size = f"{pixels} pixels" if pixels is not None else "too many pixels"
+    if max_pixels is not None and (pixels is None or pixels > max_pixels):
+        return f"{path}: image too large ({size}, limit {max_pixels}; raise data.max_image_pixels if this is intended)"
+    pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return f"{path}: image too large ({size}); Pillow refuses images above {pillow_limit} pixels"
 
 
 def _decode(image: Image.Image, path: Path) -> None:
@@ -96,8 +121,8 @@ def _decode(image: Image.Image, path: Path) -> None:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image as an (H, W, 3) uint8 RGB array.
+def read_image(path: str | Path, max_pixels: int | None = None, *, exif_transpose: bool = True) -> np.ndarray:
+    """Read an image as an (H, W, 3) uint8 RGB array, upright by its EXIF orientation (``exif_transpose``).
 
     Grayscale, palette, RGBA/LA (alpha dropped), CMYK and YCbCr images are converted to RGB. ``max_pixels``
     is checked against the header before decoding, so an absurd size never allocates.
@@ -105,9 +130,46 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     path = Path(path)
     with _open(path, max_pixels) as image:
         _decode(image, path)
+        if exif_transpose and _orientation(image) != 1:
+            image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, struct.error):  # a damaged EXIF block: read the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF Orientation of an image file (1 = upright, also when it has no tag); reads the header only."""
+    path = Path(path)
+    with _open(path, None) as image:
+        return _orientation(image)
+
+
+def is_transposed(path: str | Path, exif_transpose: bool = True) -> bool:
+    """Whether :func:`read_image` with ``exif_transpose`` turns this file's pixels (an orientation tag != 1);
+    False for a file that cannot be opened (there are no pixels to turn)."""
+    if not exif_transpose:
+        return False
+    try:
+        return exif_orientation(path) != 1
+    except DataError:
+        return False
+
+
+def image_size(path: str | Path, *, exif_transpose: bool = True) -> tuple[int, int]:
+    """(width, height) of an image as :func:`read_image` returns it, from the header only."""
+    path = Path(path)
+    with _open(path, None) as image:
+        width, height = image.size
+        # orientations 5..8 swap the sides (a quarter turn, possibly mirrored)
+        return (height, width) if exif_transpose and _orientation(image) >= 5 else (width, height)
 
 
 def read_label(path: str | Path, lut: np.ndarray | None = None, max_pixels: int | None = None) -> np.ndarray:

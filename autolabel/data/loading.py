@@ -29,7 +29,7 @@ class EvalDataset(torch.utils.data.Dataset):
     """Whole images with their labels (train ids) for validation and evaluation; batch them one at a time
     (image sizes may differ)."""
 
-    def __init__(self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None):
+    def __init__(self, samples: Sequence[Sample], lut: np.ndarray | None, max_pixels: int | None = None):
         self.samples = list(samples)
         self.lut = lut
         self.max_pixels = max_pixels

@@ -4,7 +4,7 @@ A dataset on the command line is always ``--data SPEC``::
 
     cityscapes:ROOT:SPLIT    ROOT/leftImg8bit/SPLIT/<city>/*_leftImg8bit.png, with gtFine (label) and gtCoarse
     mapillary:ROOT:SPLIT     ROOT/<split>/images/*.jpg with ROOT/<split>/labels/*.png (train/val or training/...)
-    folder:IMAGES[:LABELS]   every png/jpg under IMAGES; the label of image id X is LABELS/X.png
+    folder:IMAGES[:LABELS]   every .png/.jpg/.jpeg under IMAGES; the label of image id X is LABELS/X.png
     list:FILE                one image path per line, optionally a TAB and its label path, relative to FILE
     config[:SPLIT]           the pipeline config's [data] section, at SPLIT (default: the command's split)
     DIR                      a plain folder of images, like folder:DIR
@@ -13,18 +13,24 @@ A parsed spec is a frozen :class:`Source`. ``labelset.json`` stores it as ``{"la
 ``"labels"`` for a folder with labels), the form label sets have always used, so ``autolabel verify OUT`` can
 list the same inputs again; :meth:`Source.from_dict` reads every stored form, including the old
 ``folder`` + ``split`` one.
+
+Files found by other tools (predictions, reference labels) are matched to samples by image id, or by the
+Cityscapes name ``<city>_<seq>_<frame>`` (:func:`cityscapes_name`), which every Cityscapes file carries.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from autolabel.config import DataConfig
 from autolabel.data.datasets import (
+    IMAGE_SUFFIXES,
+    MAPILLARY_SPLITS,
     Sample,
     discover_cityscapes,
     discover_filelist,
@@ -41,7 +47,17 @@ SPEC_HELP = (
     "cityscapes:ROOT:SPLIT, mapillary:ROOT:SPLIT, folder:IMAGES[:LABELS], list:FILE, config[:SPLIT] "
     "(the config's [data] section) or a plain folder of images"
 )
-_SPEC_KINDS = {"cityscapes": "cityscapes", "mapillary": "mapillary", "folder": "folder", "list": "filelist"}
+IMAGES_HELP = (
+    f"Images are {'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files in any letter case "
+    "(Cityscapes: *_leftImg8bit.png, Mapillary: *.jpg), labels single-channel 8-bit PNGs"
+)
+_CITYSCAPES_NAME = re.compile(r"^(.+?_\d{6}_\d{6})(?:[_.]|$)")  # <city>_<seq>_<frame>, then _leftImg8bit, ...
+_SPEC_KINDS: dict[str, Layout] = {
+    "cityscapes": "cityscapes",
+    "mapillary": "mapillary",
+    "folder": "folder",
+    "list": "filelist",
+}
 
 
 @dataclass(frozen=True)
@@ -87,14 +103,35 @@ class Source:
         if data.root is None:
             raise ConfigError("data.root: not set; expected the dataset's root folder (or give --data SPEC)")
         root = Path(data.root).resolve()
+        if not root.exists():
+            # the usual cause: a pipeline file copied elsewhere, whose relative paths now point nowhere
+            raise DataError(
+                f"data.root {root}: not found; relative paths in a pipeline file resolve against the file's "
+                "folder, so give the dataset with --data SPEC or --set data.root=DIR"
+            )
         if data.layout == "filelist":
             return cls(layout="filelist", root=root if root.is_file() else root / f"{split}.txt")
         if data.layout == "folder":
             return cls(layout="folder", root=root / split if split and split != "." else root)
         return cls(layout=data.layout, root=root, split=split)
 
+    def scan_root(self) -> Path:
+        """The folder whose files are the images (the list file for a file list)."""
+        if self.layout == "cityscapes":
+            return self.root / "leftImg8bit" / self.split
+        if self.layout == "mapillary":
+            return _mapillary_images(self.root, self.split)
+        return self.root / self.split if self.split else self.root
+
     def discover(self, exclude: Path | None = None) -> list[Sample]:
-        """The samples, sorted by id; none inside ``exclude`` (an output folder within the inputs)."""
+        """The samples, sorted by id; none inside ``exclude`` (an output folder within the inputs).
+
+        ``exclude`` is the output folder: one that contains the inputs themselves (the images' folder, or any
+        image of a file list) is refused with a :class:`DataError`, since its outputs would be mixed into
+        the dataset; one inside the scanned folder is left out of the scan.
+        """
+        if exclude is not None:
+            check_output_placement(self, exclude)
         if self.layout == "cityscapes":
             samples = discover_cityscapes(self.root, self.split)
         elif self.layout == "mapillary":
@@ -104,7 +141,39 @@ class Source:
         else:
             images = self.root / self.split if self.split else self.root
             samples = discover_folder(images, exclude=[exclude] if exclude is not None else [], labels=self.labels)
+        if exclude is not None and self.layout == "filelist":
+            _refuse_inputs_inside(samples, Path(exclude))
         return exclude_output(samples, exclude) if exclude is not None else samples
+
+
+def _mapillary_images(root: Path, split: str) -> Path:
+    return root / MAPILLARY_SPLITS.get(split, split) / "images"
+
+
+def check_output_placement(source: Source, out: Path) -> None:
+    """A :class:`DataError` when the output folder ``out`` is, or contains, the folder ``source`` reads images
+    from (or the dataset root): labelling would write its files among the inputs, and a rescan would find none
+    of them (they are excluded as output)."""
+    if source.layout == "filelist":
+        return  # a list names its images one by one: they are checked once listed
+    out = Path(out).resolve()
+    for what, folder in (("the images' folder", source.scan_root()), ("the dataset root", source.root)):
+        folder = folder.resolve()
+        if folder == out or out in folder.parents:
+            raise DataError(
+                f"--out {out}: contains {what} {folder}; the label set would be written among the inputs. "
+                "Choose an output folder outside the dataset"
+            )
+
+
+def _refuse_inputs_inside(samples: Sequence[Sample], out: Path) -> None:
+    out = out.resolve()
+    inside = [s for s in samples if Path(s.image).resolve().is_relative_to(out)]
+    if inside:
+        raise DataError(
+            f"--out {out}: contains {len(inside)} of the listed images (e.g. {inside[0].image}); the label set "
+            "would be written among the inputs. Choose an output folder outside them"
+        )
 
 
 def parse_source(spec: str, *, flag: str = "--data", config: DataConfig | None = None, split: str = "") -> Source:
@@ -143,6 +212,52 @@ def _parse_kind(spec: str, flag: str, layout: Layout, rest: str) -> Source:
     if sep and not labels:
         raise ConfigError(f"{flag} {spec!r}: expected folder:IMAGES or folder:IMAGES:LABELS")
     return Source(layout="folder", root=Path(images).resolve(), labels=Path(labels).resolve() if labels else None)
+
+
+def train_data(source: Source, data: DataConfig, flag: str = "--data") -> DataConfig:
+    """The ``[data]`` section that trains on ``source``: its layout and root, its split as the training split.
+
+    Validation reads ``data.val_split`` of the same dataset (a list file's neighbour ``<val_split>.txt``).
+    A folder source cannot be a training set: ``[data]`` has no place for its labels folder.
+    """
+    if source.layout in ("cityscapes", "mapillary"):
+        return replace(data, layout=source.layout, root=source.root, train_split=source.split)
+    if source.layout == "filelist":  # data.root/<split>.txt is how [data] names a list per split
+        return replace(data, layout="filelist", root=source.root.parent, train_split=source.root.stem)
+    raise ConfigError(
+        f"{flag} {source.spec()}: a training set needs labels the config can name: cityscapes:ROOT:SPLIT, "
+        "mapillary:ROOT:SPLIT, list:FILE (image<TAB>label lines) or config[:SPLIT]"
+    )
+
+
+def cityscapes_name(sample_id: str) -> str | None:
+    """``<city>_<seq>_<frame>`` of a Cityscapes id or file name (``val/bonn/bonn_000001_000019_leftImg8bit``
+    -> ``bonn_000001_000019``); None for other names."""
+    found = _CITYSCAPES_NAME.match(PurePosixPath(sample_id).name)
+    return found.group(1) if found else None
+
+
+def index_by_name(samples: Sequence[Sample]) -> dict[str, Sample]:
+    """Samples by id and, where unique, by Cityscapes name: what files from elsewhere are matched with."""
+    index: dict[str, Sample] = {}
+    names: dict[str, list[Sample]] = {}
+    for sample in samples:
+        index[sample.id] = sample
+        name = cityscapes_name(sample.id)
+        if name is not None:
+            names.setdefault(name, []).append(sample)
+    for name, found in names.items():
+        if len(found) == 1:
+            index.setdefault(name, found[0])
+    return index
+
+
+def lookup(index: dict[str, Sample], sample_id: str) -> Sample | None:
+    """The sample of ``index`` (:func:`index_by_name`) with this id, else with its Cityscapes name."""
+    if sample_id in index:
+        return index[sample_id]
+    name = cityscapes_name(sample_id)
+    return index.get(name) if name is not None else None
 
 
 def discover_split(data: DataConfig, split: str) -> list[Sample]:

@@ -11,7 +11,7 @@ exists, the same precision and coverage for every threshold on the set's ladder 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -43,14 +43,15 @@ def cityscapes_reference(image: str | Path, kind: str) -> Path | None:
     return root / kind / split / city / f"{name[: -len(_IMAGE_TAG)]}_{kind}_labelIds.png"
 
 
-def reference_path(row: dict[str, Any], reference: str) -> Path | None:
-    """The human label of a manifest row: Cityscapes gtFine/gtCoarse next to the image, or
-    ``DIR/<id>.png``."""
-    path = (
-        cityscapes_reference(row["image"], reference)
-        if reference in CITYSCAPES_REFERENCES
-        else (Path(reference) / f"{row['id']}.png")
-    )
+def reference_path(row: dict[str, Any], reference: str | Mapping[str, Path]) -> Path | None:
+    """The human label of a manifest row: Cityscapes gtFine/gtCoarse next to the image, the label a mapping
+    gives for its id, or ``DIR/<id>.png``."""
+    if isinstance(reference, Mapping):
+        path = reference.get(row["id"])
+    elif reference in CITYSCAPES_REFERENCES:
+        path = cityscapes_reference(row["image"], reference)
+    else:
+        path = Path(reference) / f"{row['id']}.png"
     return path if path is not None and path.is_file() else None
 
 
@@ -135,21 +136,24 @@ def sweep(hist: AuditHistogram, ladder: tuple[float, ...], class_names: tuple[st
 
 def audit_labelset(
     out: str | Path,
-    reference: str,
+    reference: str | Mapping[str, Path],
     classes: ClassSet,
     *,
     reference_train_ids: bool = False,
     max_pixels: int | None = None,
     on_image: Callable[[], None] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Compare the label set in ``out`` with human labels: ``gtFine``, ``gtCoarse`` or a folder
-    ``DIR/<id>.png``.
+    """Compare the label set in ``out`` with human labels: ``gtFine``, ``gtCoarse``, a folder
+    ``DIR/<id>.png``, or a mapping from image id to label file (``name`` says what it is in messages and the
+    report; default: ``reference`` itself).
 
     Reference labels hold dataset label values (mapped by ``classes``) unless ``reference_train_ids``.
     """
     out = Path(out)
-    if reference not in CITYSCAPES_REFERENCES and not Path(reference).is_dir():
-        raise DataError(f"--reference {reference}: expected gtFine, gtCoarse or an existing folder of labels")
+    name = name or str(reference)
+    if isinstance(reference, str) and reference not in CITYSCAPES_REFERENCES and not Path(reference).is_dir():
+        raise DataError(f"--data {reference}: expected gtFine, gtCoarse or a dataset spec with labels")
     meta = read_labelset(out)
     if tuple(meta.get("classes") or ()) != classes.names:
         raise LabelSetError(
@@ -183,13 +187,13 @@ def audit_labelset(
         if on_image is not None:
             on_image()
     if images == 0:
-        raise DataError(f"{out}: none of the label set's images has a {reference} reference label")
+        raise DataError(f"{out}: none of the label set's images has a {name} reference label")
     if without_reference:
-        logger.warning("%s: %d images have no %s reference and are not audited", out, without_reference, reference)
+        logger.warning("%s: %d images have no %s reference and are not audited", out, without_reference, name)
     report = {
         "labelset": str(out),
         "labelset_id": meta["labelset_id"],
-        "reference": reference,
+        "reference": name,
         "threshold": meta["threshold"],
         "images": images,
         "images_without_reference": without_reference,

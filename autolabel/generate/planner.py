@@ -26,13 +26,16 @@ class LabelPlan:
     chunks: int
     seconds_per_image: float | None  # None when no image could be read
     timed_images: int
+    with_fine: int = 0  # inputs with a fine (human) label next to them
+    with_coarse: int = 0  # inputs with a coarse (human) label next to them
 
 
 def plan_labels(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet | None = None) -> LabelPlan:
     """Load the teacher, plan the run and time the teacher on up to two images that are still to do."""
     teacher, plan = prepare(job, samples, classes)
     todo = [s for c in plan.chunks if not c.complete for s in c.todo]
-    ids = [s.id for s in exclude_output(samples, job.out)]
+    inputs = exclude_output(samples, job.out)
+    ids = [s.id for s in inputs]
     per_image = estimate_seconds_per_image(teacher, todo, job.data.max_image_pixels)
     return LabelPlan(
         labelset_id=plan.meta["labelset_id"],
@@ -45,4 +48,6 @@ def plan_labels(job: GenerateJob, samples: Sequence[Sample], classes: ClassSet |
         chunks=len(plan.chunks),
         seconds_per_image=per_image,
         timed_images=min(2, len(todo)) if per_image is not None else 0,
+        with_fine=sum(s.label is not None for s in inputs),
+        with_coarse=sum(s.coarse is not None for s in inputs),
     )

@@ -52,30 +52,47 @@ def parse_shard(text: str) -> Shard:
 
 
 def shard_from_env(env: Mapping[str, str]) -> Shard | None:
-    """The shard named by a SLURM array job or a torchrun-style launcher, or None when neither is set.
+    """The shard named by the launcher's environment, or None when no launcher variable is set.
 
-    SLURM: ``SLURM_ARRAY_TASK_ID`` of ``SLURM_ARRAY_TASK_COUNT`` (task ids are taken relative to
-    ``SLURM_ARRAY_TASK_MIN`` so ``--array=1-8`` works too). torchrun/MPI-style: ``RANK`` of ``WORLD_SIZE``.
+    Two levels, combined when both are there:
+
+    - a SLURM array job: ``SLURM_ARRAY_TASK_ID`` of ``SLURM_ARRAY_TASK_COUNT`` (task ids are taken relative to
+      ``SLURM_ARRAY_TASK_MIN`` so ``--array=1-8`` works too);
+    - the processes of one launch: ``RANK`` of ``WORLD_SIZE`` (torchrun, MPI-style launchers), else, inside an
+      ``srun`` step, ``SLURM_PROCID`` of ``SLURM_STEP_NUM_TASKS`` (``SLURM_NTASKS`` when a step id says it is a
+      step). A batch script itself (no step) is not split, even when the allocation has several tasks: a
+      single ``autolabel generate`` there must label everything.
+
+    Array task ``a`` of ``A`` running process ``r`` of ``R`` labels shard ``a * R + r`` of ``A * R``.
     """
-    pairs = (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"), ("RANK", "WORLD_SIZE"))
-    for index_key, count_key in pairs:
-        if index_key in env and count_key in env:
-            try:
-                index, count = int(env[index_key]), int(env[count_key])
-                if index_key.startswith("SLURM"):
-                    index -= int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-            except ValueError:
-                raise ConfigError(
-                    f"{index_key}={env[index_key]!r}, {count_key}={env[count_key]!r}: expected integers"
-                ) from None
-            try:
-                return Shard(index, count)
-            except ConfigError:
-                raise ConfigError(
-                    f"{index_key}={env[index_key]}, {count_key}={env[count_key]}: expected "
-                    f"0 <= {index_key} < {count_key}"
-                ) from None
-    return None
+    outer = _env_shard(env, "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+    inner = _env_shard(env, "RANK", "WORLD_SIZE")
+    if inner is None and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env or "SLURM_STEP_NUM_TASKS" in env):
+        count_key = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
+        inner = _env_shard(env, "SLURM_PROCID", count_key)
+    if outer is None or inner is None:
+        return outer or inner
+    return Shard(outer.index * inner.count + inner.index, outer.count * inner.count)
+
+
+def _env_shard(env: Mapping[str, str], index_key: str, count_key: str) -> Shard | None:
+    """Shard ``env[index_key]`` of ``env[count_key]``, None unless both are set; a ConfigError naming them."""
+    if index_key not in env or count_key not in env:
+        return None
+    try:
+        index, count = int(env[index_key]), int(env[count_key])
+        if index_key == "SLURM_ARRAY_TASK_ID":
+            index -= int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    except ValueError:
+        raise ConfigError(
+            f"{index_key}={env[index_key]!r}, {count_key}={env[count_key]!r}: expected integers"
+        ) from None
+    try:
+        return Shard(index, count)
+    except ConfigError:
+        raise ConfigError(
+            f"{index_key}={env[index_key]}, {count_key}={env[count_key]}: expected 0 <= {index_key} < {count_key}"
+        ) from None
 
 
 def select_shard(ids: Sequence[str], shard: Shard) -> list[int]:

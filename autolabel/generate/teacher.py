@@ -1,7 +1,8 @@
 """The teacher, ready to label batches: a checkpoint on a device, multi-scale prediction, thresholding there.
 
 :func:`threshold_batch` turns fused logits into uint8 labels and confidence codes on the logits' device, so only
-``2 x H x W`` bytes per image ever cross to the host, never the ``C x H x W`` float probabilities.
+``2 x H x W`` bytes per image ever cross to the host, never the ``C x H x W`` float probabilities. With
+``generate.precision`` the forward runs under autocast; softmax, argmax and the threshold stay in fp32.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.errors import CheckpointError
 from autolabel.labelset import confidence
-from autolabel.labelset.confidence import IGNORE, quantise
+from autolabel.labelset.confidence import IGNORE, mean_probability, quantise
 from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
-from autolabel.models.device import resolve_device
-from autolabel.models.predict import normalise, predict_logits
+from autolabel.models.device import precision_name, resolve_device, resolve_precision
+from autolabel.models.predict import device_constant, normalise, predict_logits
 
 
 @dataclass
@@ -29,7 +30,8 @@ class ThresholdedBatch:
 
     labels: torch.Tensor  # (B, H, W) uint8: argmax, or 255 where max prob <= threshold
     codes: torch.Tensor  # (B, H, W) uint8: confidence ladder codes (see autolabel.labelset.confidence)
-    mean_confidence: torch.Tensor  # (B,) float32: mean max probability over all pixels
+    mean_confidence: torch.Tensor  # (B,) float64: mean max probability over all pixels (exact, any order)
+    finite: torch.Tensor  # (B,) bool: every logit of the image finite (else its maps are meaningless)
 
 
 def threshold_batch(
@@ -42,9 +44,14 @@ def threshold_batch(
     """
     probs = torch.softmax(logits.float(), dim=1)  # (B, C, H, W)
     max_prob, argmax = probs.max(dim=1)  # (B, H, W) each
-    keep = max_prob > torch.tensor(threshold, dtype=torch.float32, device=logits.device)
+    keep = max_prob > device_constant(float(threshold), logits.device, torch.float32)
     labels = torch.where(keep, argmax, torch.full_like(argmax, ignore_index)).to(torch.uint8)
-    return ThresholdedBatch(labels=labels, codes=quantise(max_prob, ladder), mean_confidence=max_prob.mean(dim=(1, 2)))
+    return ThresholdedBatch(
+        labels=labels,
+        codes=quantise(max_prob, ladder),
+        mean_confidence=mean_probability(max_prob),
+        finite=torch.isfinite(logits).flatten(1).all(dim=1),
+    )
 
 
 @dataclass
@@ -54,6 +61,7 @@ class PredictedBatch:
     labels: np.ndarray  # (B, H, W)
     codes: np.ndarray  # (B, H, W)
     mean_confidence: np.ndarray  # (B,)
+    finite: np.ndarray  # (B,) bool: False where the teacher produced NaN/Inf logits
     attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
 
 
@@ -75,9 +83,16 @@ class Teacher:
         self.settings = settings
         self.mean, self.std = data.mean, data.std
         self.ladder = tuple(ladder)
+        self.precision = resolve_precision(settings.precision, device)  # autocast dtype; None = fp32
         self.model = loaded.model.to(device).eval()
         if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to(memory_format=...) is documented, but torch's overloads omit it
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    @property
+    def precision_name(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``: what ``generate.precision`` resolved to on this device."""
+        return precision_name(self.precision)
 
     @classmethod
     def load(
@@ -87,13 +102,19 @@ class Teacher:
         data: DataConfig,
         classes: ClassSet | None = None,
         device: str | torch.device | None = None,
+        *,
+        slot: int | None = None,
+        own_gpu_required: bool = False,
     ) -> Teacher:
         """Load and check the checkpoint, failing with a :class:`CheckpointError` before any work.
 
         ``classes`` (from the config) must match the checkpoint's class names; when None, the checkpoint's
-        names are used (the Cityscapes set when they are Cityscapes').
+        names are used (the Cityscapes set when they are Cityscapes'). ``device`` (default
+        ``generate.device``), ``slot`` and ``own_gpu_required`` choose the GPU as
+        :func:`~autolabel.models.device.select_device` says: ``slot`` is the shard index, so shards started
+        side by side on one node (``make -j N generate``) each take their own GPU.
         """
-        dev = resolve_device(str(device or settings.device))
+        dev = resolve_device(str(device or settings.device), slot=slot, own_gpu_required=own_gpu_required)
         loaded = load_checkpoint(
             checkpoint, device="cpu", expected_num_classes=classes.num_classes if classes is not None else None
         )
@@ -128,6 +149,7 @@ class Teacher:
             tile_size=self.settings.tile_size,
             tile_overlap=self.settings.tile_overlap,
             keys=self.output_keys(),
+            precision=self.precision,
         )
         result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
         attention = {}
@@ -141,5 +163,6 @@ class Teacher:
             labels=result.labels.cpu().numpy(),
             codes=result.codes.cpu().numpy(),
             mean_confidence=result.mean_confidence.cpu().numpy(),
+            finite=result.finite.cpu().numpy(),
             attention=attention,
         )

@@ -3,7 +3,10 @@
     OUT/labelset.json       provenance and id (:mod:`~autolabel.labelset.meta`)
     OUT/labels/<rel>.png    one label PNG per image (:mod:`~autolabel.labelset.files`)
     OUT/confidence.zarr     per-pixel confidence codes (:mod:`~autolabel.labelset.confidence`)
-    OUT/manifest/*.parquet  one row per image (:mod:`~autolabel.labelset.manifest`)
+    OUT/manifest/*.parquet  one row per image (:mod:`~autolabel.labelset.manifest`), with the checksum of
+                            every output file and the input's fingerprint (:mod:`~autolabel.labelset.checksums`)
+    OUT/manifest/.journal-* rows of finished images not in a part yet (:mod:`~autolabel.labelset.journal`)
+    OUT/.locks/             one lock per shard (:mod:`~autolabel.labelset.lock`)
 
 :mod:`~autolabel.labelset.verify` checks a label set, :mod:`~autolabel.labelset.rethreshold` derives a new one
 from the confidence store, :mod:`~autolabel.labelset.human` writes human label maps in the same format.
@@ -12,6 +15,7 @@ from the confidence store, :mod:`~autolabel.labelset.human` writes human label m
 from autolabel.labelset.manifest import (
     CENTROID_TYPE,
     MANIFEST_SCHEMA,
+    OUTPUT_FILE_TYPE,
     TIMING_COLUMNS,
     dedupe,
     merge_manifest,
@@ -33,6 +37,7 @@ from autolabel.labelset.meta import (
     LABELSET_FILE,
     MANIFEST_DIR,
     MERGED_MANIFEST,
+    REPORT_DIR,
     STORE_NAME,
     labelset_id,
     make_labelset_meta,
@@ -50,7 +55,9 @@ __all__ = [
     "LABELS_DIR",
     "MANIFEST_DIR",
     "MANIFEST_SCHEMA",
+    "OUTPUT_FILE_TYPE",
     "MERGED_MANIFEST",
+    "REPORT_DIR",
     "STORE_NAME",
     "TIMING_COLUMNS",
     "dedupe",

@@ -7,6 +7,7 @@ pickling arrays to other processes.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from autolabel.data.datasets import AUTO_LABEL_TAG, Sample, auto_label_relpath
-from autolabel.data.io import encode_label_png
+from autolabel.data.io import encode_label_png, is_transposed
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset import confidence
+from autolabel.labelset.checksums import FINGERPRINT_KEYS, file_entries
 from autolabel.labelset.meta import ATTENTION_DIR, LABELS_DIR
 
 
@@ -46,6 +48,7 @@ class WriteSettings:
     centroid_tile: int = 1024
     train_to_label: np.ndarray | None = None  # (256,) uint8 lut when labels are stored as dataset label ids
     ignore_index: int = 255
+    exif_transpose: bool = True  # images were read upright by their EXIF orientation (data.exif_transpose)
 
 
 def label_stats(
@@ -86,11 +89,14 @@ def finalise_image(
     mean_confidence: float,
     attention: dict[str, np.ndarray],
     seconds: float,
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write an image's label PNG (and confidence codes, attention maps) atomically; return its manifest row.
 
     ``labels`` are train ids with ``ignore_index``; statistics are always in train ids, the PNG holds dataset
-    label values when ``settings.train_to_label`` is set.
+    label values when ``settings.train_to_label`` is set. ``fingerprint`` describes the input as it was read
+    (:func:`~autolabel.labelset.checksums.input_fingerprint`); the row lists every file written besides the
+    label with its checksum (``output_files``).
     """
     class_counts, ignore_count, centroids = label_stats(
         labels, settings.num_classes, settings.centroid_tile, settings.ignore_index
@@ -98,10 +104,16 @@ def finalise_image(
     stored = labels if settings.train_to_label is None else settings.train_to_label[labels]
     png = encode_label_png(stored, settings.compress_level)
     rel = label_relpath(sample.id, settings.train_to_label is not None)
+    written: dict[str, bytes] = {}
     if settings.confidence:
-        confidence.write_codes(settings.out, sample.id, codes)
+        files = confidence.array_files(codes)
+        confidence.write_array(settings.out, sample.id, files)
+        prefix = confidence.array_relpath(sample.id)
+        written.update({f"{prefix}/{name}": data for name, data in files.items()})
     for key, value in attention.items():
-        atomic_write_bytes(settings.out / attention_relpath(sample.id, key), encode_attention(value))
+        data = encode_attention(value)
+        atomic_write_bytes(settings.out / attention_relpath(sample.id, key), data)
+        written[attention_relpath(sample.id, key)] = data
     # the label goes last: its presence with the right hash is what marks the image done
     atomic_write_bytes(settings.out / rel, png)
     return {
@@ -114,11 +126,15 @@ def finalise_image(
         "error": None,
         "class_counts": class_counts,
         "ignore_count": ignore_count,
-        "mean_confidence": float(mean_confidence),
+        "mean_confidence": float(np.float32(mean_confidence)),
         "centroids": centroids,
         "label_sha256": hashlib.sha256(png).hexdigest(),
         "shard": settings.shard,
         "seconds": float(seconds),
+        # the label is in the orientation the image was read in: upright when this is true
+        "exif_transposed": is_transposed(sample.image, settings.exif_transpose),
+        **(fingerprint or dict.fromkeys(FINGERPRINT_KEYS)),
+        "output_files": file_entries(written),
     }
 
 
@@ -139,12 +155,33 @@ def error_row(sample: Sample, message: str, shard: str, seconds: float = 0.0) ->
         "label_sha256": None,
         "shard": shard,
         "seconds": float(seconds),
+        "exif_transposed": None,
+        **dict.fromkeys(FINGERPRINT_KEYS),
+        "output_files": None,
     }
 
 
-def file_sha256(path: Path) -> str | None:
-    """sha256 of a file's bytes, or None when it does not exist."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
+def image_output_paths(out: Path, image_id: str, label_ids: bool = False) -> list[Path]:
+    """Every path an image's outputs may have in ``out`` (label, confidence array, attention maps), existing
+    or not; ``image_id`` must be a valid id (:func:`~autolabel.data.datasets.id_problem`)."""
+    out = Path(out)
+    paths = [out / label_relpath(image_id, label_ids), confidence.store_path(out) / image_id]
+    folder = (out / attention_relpath(image_id, "")).parent
+    prefix = Path(image_id).name + "_attn_"
+    if folder.is_dir():
+        paths += sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and p.suffix == ".png")
+    return paths
+
+
+def remove_image_outputs(out: Path, image_id: str, label_ids: bool = False) -> int:
+    """Delete what an earlier run wrote for an image that now has an error row (its files would otherwise be
+    outputs without a usable row); returns how many were removed."""
+    removed = 0
+    for path in image_output_paths(out, image_id, label_ids):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

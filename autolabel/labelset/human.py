@@ -13,6 +13,7 @@ from autolabel.data.datasets import Sample
 from autolabel.data.io import read_label
 from autolabel.data.sources import Source
 from autolabel.errors import DataError
+from autolabel.labelset.checksums import input_fingerprint
 from autolabel.labelset.files import WriteSettings, finalise_image
 
 HUMAN_LABELS = "human-coarse"  # stands in for the teacher hash of a label set made from human labels
@@ -67,6 +68,7 @@ def coarse_labelset(
         chunk = with_coarse[start : start + chunk_size]
         rows = []
         for sample in chunk:
+            assert sample.coarse is not None  # with_coarse holds only samples with coarse labels
             labels = read_label(sample.coarse, lut)
             # human labels are certain where they exist: confidence 1 on labelled pixels
             rows.append(
@@ -78,6 +80,7 @@ def coarse_labelset(
                     float((labels != classes.ignore_index).mean()),
                     {},
                     0.0,
+                    input_fingerprint(Path(sample.image)),  # the image the labels belong to, as for auto labels
                 )
             )
         labelset.write_part(out, rows)

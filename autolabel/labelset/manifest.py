@@ -25,6 +25,7 @@ from autolabel.labelset.meta import MANIFEST_DIR, MERGED_MANIFEST
 log = logging.getLogger(__name__)
 
 CENTROID_TYPE = pa.struct([("cls", pa.int32()), ("y", pa.int32()), ("x", pa.int32())])
+OUTPUT_FILE_TYPE = pa.struct([("path", pa.string()), ("sha256", pa.string())])
 MANIFEST_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -41,6 +42,16 @@ MANIFEST_SCHEMA = pa.schema(
         ("label_sha256", pa.string()),
         ("shard", pa.string()),  # "I/N"
         ("seconds", pa.float32()),  # wall time per image; the only column that differs between identical runs
+        # the image was turned upright by its EXIF orientation, and its label with it (null in older sets,
+        # which read every image as stored)
+        ("exif_transposed", pa.bool_()),
+        # the input as it was labelled (see autolabel.labelset.checksums): resume relabels an image whose input
+        # changed; null in manifests written before fingerprints existed ("unknown")
+        ("input_size", pa.int64()),
+        ("input_mtime_ns", pa.int64()),
+        ("input_sha256", pa.string()),
+        # every file written for the image besides the label (confidence store, attention maps), relative to OUT
+        ("output_files", pa.list_(OUTPUT_FILE_TYPE)),
     ]
 )
 TIMING_COLUMNS = ("seconds",)
@@ -78,6 +89,7 @@ def part_paths(out: Path) -> list[Path]:
 
 
 def read_part(path: Path) -> pa.Table:
+    """One part in the current schema; columns an older part lacks (added at the schema's end) are null."""
     try:
         return pq.read_table(path, schema=MANIFEST_SCHEMA)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -129,7 +141,20 @@ def rows_by_id(table: pa.Table) -> dict[str, dict[str, Any]]:
 
 
 def merge_manifest(out: str | Path) -> pa.Table:
-    """Merge all parts (every status) into ``OUT/manifest.parquet`` atomically; returns the merged table."""
+    """Merge all parts (every status) into ``OUT/manifest.parquet`` atomically; returns the merged table.
+
+    Rows still in journals of an interrupted run (:mod:`autolabel.labelset.journal`) are not parts yet: they
+    are left out, with a warning (the next ``generate`` of their shard moves them in).
+    """
+    journals = sorted((Path(out) / MANIFEST_DIR).glob(".journal-*.jsonl"))
+    if journals:
+        log.warning(
+            "%s: %d journal(s) of an interrupted run hold rows not in the manifest yet (e.g. %s); rerun "
+            "`autolabel generate` for that shard to move them in",
+            out,
+            len(journals),
+            journals[0].name,
+        )
     table = read_manifest(out, status=None)
     atomic_write_bytes(Path(out) / MERGED_MANIFEST, table_to_parquet(table))
     return table

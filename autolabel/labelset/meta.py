@@ -16,21 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from autolabel import __version__
+from autolabel.data.datasets import LABELSET_FILE  # defined there: folder scans skip label sets
 from autolabel.errors import LabelSetError
 from autolabel.fs import write_json
 
 log = logging.getLogger(__name__)
 
 # the layout of OUT
-LABELSET_FILE = "labelset.json"
 MANIFEST_DIR = "manifest"
 MERGED_MANIFEST = "manifest.parquet"
 LABELS_DIR = "labels"
 ATTENTION_DIR = "attention"
 STORE_NAME = "confidence.zarr"
+REPORT_DIR = "report"  # `autolabel report`'s default destination: not part of the label set, never checked
 FORMAT_VERSION = 1
-# Keys of labelset.json that are not part of the id: where the inputs came from, and the id itself.
-_UNHASHED = ("labelset_id", "source", "rethresholded_from")
+# Keys of labelset.json that are not part of the id: where the inputs and the set came from (the parent
+# label set, the self-training round), and the id itself. The teacher's sha256 already pins the labels.
+_UNHASHED = ("labelset_id", "source", "rethresholded_from", "parent_labelset_id", "round")
 
 
 def labelset_id(meta: dict[str, Any]) -> str:

@@ -15,10 +15,10 @@ import hashlib
 import io
 import logging
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -126,7 +126,8 @@ def load_checkpoint(
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Any, source: str | Path) -> None:
-    """``model.load_state_dict`` after checking every key, shape and dtype; the first mismatch is named."""
+    """``model.load_state_dict`` after checking every key, shape, dtype and that every value is finite; the
+    first problem is named."""
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"{source}: the state dict is a {type(state_dict).__name__}, expected a dict")
     expected = model.state_dict()
@@ -151,7 +152,24 @@ def load_state_dict_checked(model: nn.Module, state_dict: Any, source: str | Pat
                 f"{source}: {key!r} has shape {tuple(got.shape)} ({got.dtype}) in the "
                 f"checkpoint, the model expects {tuple(want.shape)} ({want.dtype})"
             )
+    _check_finite(state_dict, expected, source)
     model.load_state_dict(state_dict, strict=True)
+
+
+def _check_finite(state_dict: Mapping[str, Tensor], expected: Mapping[str, Tensor], source: str | Path) -> None:
+    """Every floating-point parameter and buffer finite, else a :class:`CheckpointError` naming the first bad
+    one: a diverged run's NaN weights would label every pixel "ignore" without any other sign."""
+    for key in expected:
+        value = state_dict[key]
+        if not (value.is_floating_point() or value.is_complex()):
+            continue
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            kinds = [name for name, mask in (("NaN", torch.isnan(value)), ("Inf", torch.isinf(value))) if mask.any()]
+            raise CheckpointError(
+                f"{source}: tensor {key!r} holds {bad} non-finite value(s) ({'/'.join(kinds)}) of {value.numel()}; "
+                "the weights are unusable (a diverged training run?)"
+            )
 
 
 def import_nvidia_checkpoint(
@@ -166,8 +184,9 @@ def import_nvidia_checkpoint(
     src = Path(src)
     data = _read_bytes(src)
     # released checkpoints may carry numpy scalars (e.g. the best mIoU) next to the weights
-    numpy_scalars = [np.float64(0).__reduce__()[0], np.dtype, type(np.dtype(np.float64))]
-    with torch.serialization.safe_globals(numpy_scalars):
+    # __reduce__()[0] is numpy's scalar constructor (the stubs, from object.__reduce__, also allow a str)
+    scalar = cast(Callable[..., Any], np.float64(0).__reduce__()[0])
+    with torch.serialization.safe_globals([scalar, np.dtype, type(np.dtype(np.float64))]):
         payload = _safe_load(data, src)
     state_dict = payload.get("state_dict", payload) if isinstance(payload, Mapping) else payload
     if not isinstance(state_dict, Mapping) or not state_dict:

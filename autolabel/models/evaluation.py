@@ -2,7 +2,8 @@
 
 :func:`evaluate_model` runs :func:`~autolabel.models.predict.predict_logits` (multi-scale, optional flip, optional
 tiling) over whole images one at a time and accumulates a :class:`~autolabel.metrics.ConfusionMatrix` on the
-device; only the argmax (and, when asked, the uint8 prediction) crosses to the host.
+device; only the argmax (and, when asked, the uint8 prediction) crosses to the host. ``EvalSettings.precision``
+runs the forward under autocast (``auto``: bf16/fp16 on a GPU, fp32 on the CPU); the argmax is taken in fp32.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from autolabel.data.datasets import Sample
 from autolabel.data.loading import EvalDataset
 from autolabel.metrics import ConfusionMatrix, SegMetrics
+from autolabel.models.device import Precision, resolve_precision
 from autolabel.models.predict import normalise, predict_logits
 
 
@@ -33,6 +35,7 @@ class EvalSettings:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     max_pixels: int | None = None
     workers: int = 0
+    precision: Precision = "auto"  # fp32, bf16, fp16, or auto (see autolabel.models.device.resolve_precision)
 
 
 def _shard(samples: Sequence[Sample], rank: int, world_size: int) -> list[Sample]:
@@ -66,15 +69,22 @@ def evaluate_model(
         dataset, batch_size=1, num_workers=settings.workers, pin_memory=device.type == "cuda"
     )
     num_classes = len(class_names)
+    precision = resolve_precision(settings.precision, device)
     matrix = ConfusionMatrix(num_classes, device=device)
     was_training = model.training
     model.eval()
     try:
         for batch in loader:
             images = normalise(batch["image"].to(device, non_blocking=True), settings.mean, settings.std)
-            logits = predict_logits(model, images, settings.scales, flip=settings.flip, tile_size=settings.tile_size)[
-                "pred"
-            ]  # (1, C, H, W)
+            logits = predict_logits(
+                model,
+                images,
+                settings.scales,
+                flip=settings.flip,
+                tile_size=settings.tile_size,
+                keys={"pred"},  # tiling then stitches no per-scale canvas, flip averages no per-scale output
+                precision=precision,
+            )["pred"]  # (1, C, H, W) fp32
             pred = logits.argmax(1)  # (1, H, W)
             matrix.update(pred, batch["label"].to(device))
             if on_prediction is not None:

@@ -189,7 +189,8 @@ class HighResolutionModule(nn.Module):
             make_layer(BasicBlock, ch, ch, n) for ch, n in zip(channels, num_blocks, strict=True)
         )
         self.fuse_layers = nn.ModuleList(
-            nn.ModuleList(self._fuse_layer(channels, src, dst) for src in range(len(channels)))
+            # None where src == dst: kept as add_module allows, though ModuleList's stubs say Module only
+            nn.ModuleList(self._fuse_layer(channels, src, dst) for src in range(len(channels)))  # type: ignore[misc]
             for dst in range(len(channels))
         )
         self.relu = nn.ReLU(inplace=True)
@@ -224,6 +225,7 @@ class HighResolutionModule(nn.Module):
 
     def _fuse_into(self, dst: int, xs: list[Tensor]) -> Tensor:
         layers = self.fuse_layers[dst]
+        assert isinstance(layers, nn.ModuleList)  # fuse_layers is a ModuleList of ModuleLists
         out = xs[0] if dst == 0 else layers[0](xs[0])
         for src in range(1, len(xs)):
             if src == dst:
@@ -253,11 +255,20 @@ def make_transition(pre: Sequence[int], cur: Sequence[int]) -> nn.ModuleList:
                     )
                 )
             )
-    return nn.ModuleList(layers)
+    # None entries are kept (as add_module allows); ModuleList's stubs say Module only
+    return nn.ModuleList(layers)  # type: ignore[arg-type]
 
 
 class HRNetV2(nn.Module):
     """HRNetV2 trunk: every branch upsampled to stride 4, concatenated: (B, spec.out_channels, H/4, W/4)."""
+
+    # set with setattr in __init__, under the published names
+    transition1: nn.ModuleList
+    transition2: nn.ModuleList
+    transition3: nn.ModuleList
+    stage2: nn.Sequential
+    stage3: nn.Sequential
+    stage4: nn.Sequential
 
     def __init__(self, *, spec: HRNetSpec):
         super().__init__()
@@ -270,7 +281,7 @@ class HRNetV2(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = make_layer(Bottleneck, stem, spec.stage1_planes, spec.stage1_blocks)
 
-        prev = (spec.stage1_planes * Bottleneck.expansion,)
+        prev: tuple[int, ...] = (spec.stage1_planes * Bottleneck.expansion,)
         for index, stage in enumerate(spec.stages, start=1):
             # attribute names transition1/stage2, transition2/stage3, transition3/stage4 as published
             setattr(self, f"transition{index}", make_transition(prev, stage.channels))

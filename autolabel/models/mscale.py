@@ -14,8 +14,10 @@ the base class runs the scales and fuses them according to ``mscale``:
 Outputs are dicts: ``pred`` (fused logits at input resolution), ``aux`` (fused auxiliary logits, when the
 head has them; in eval mode only on request), and per scale ``pred_{s}x`` / ``aux_{s}x`` / ``attn_{s}x`` at
 that scale's own resolution (``explicit``: ``attn_{s}x`` are the softmax weights, at input resolution).
-Hierarchical fusion has no ``attn`` for its largest scale: that attention is never used, so it is not
-computed.
+Hierarchical fusion has no ``attn`` for its largest scale: that attention is never used. In eval mode it is
+not computed; in train mode it is, and thrown away, as the published training does: the head's BatchNorm
+statistics then average the features of every training scale (0.5x and 1.0x), the scales 3-scale inference
+applies it to, not the smaller scale's alone. Outputs, loss and gradients are the same either way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 MscaleMode = Literal["hierarchical", "avgpool", "explicit", "single"]
 ATTENTION_MODES = ("hierarchical", "explicit")
+Attention = Literal["none", "sigmoid", "score"]  # what _run_scale does with the attention head
 
 
 def scale_key(prefix: str, scale: float) -> str:
@@ -92,6 +95,7 @@ def explicit_fuse(preds: Sequence[Tensor], scores: Sequence[Tensor]) -> tuple[Te
     """
     weights = torch.softmax(torch.cat(list(scores), dim=1), dim=1)  # (B, S, H, W)
     fused = sum(weights[:, i : i + 1] * p for i, p in enumerate(preds))
+    assert isinstance(fused, Tensor), "explicit_fuse needs at least one prediction"  # sum() of nothing is 0
     return fused, weights
 
 
@@ -170,9 +174,7 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
             return self._forward_explicit(images, scales, with_aux)
         return self._forward_average(images, scales, with_aux)
 
-    def _run_scale(
-        self, images: Tensor, scale: float, attention: Literal["none", "sigmoid", "score"], with_aux: bool
-    ) -> dict[str, Tensor]:
+    def _run_scale(self, images: Tensor, scale: float, attention: Attention, with_aux: bool) -> dict[str, Tensor]:
         """Segment ``images`` resized by ``scale``; every output resized to that scaled input's size."""
         x = rescale(images, scale)
         size = x.shape[-2:]
@@ -181,6 +183,7 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
         if with_aux and out.aux is not None:
             result["aux"] = resize_to(out.aux, size)
         if attention != "none":
+            assert self.scale_attn is not None, "subclasses build scale_attn whenever mscale uses attention"
             score = self.scale_attn(out.feats)
             # the published model applies the sigmoid before upsampling
             result["attn"] = resize_to(torch.sigmoid(score) if attention == "sigmoid" else score, size)
@@ -188,7 +191,9 @@ class MultiScaleSegmenter(nn.Module, abc.ABC):
 
     def _forward_hierarchical(self, images: Tensor, scales: list[float], with_aux: bool) -> dict[str, Tensor]:
         largest = scales[-1]
-        outs = {s: self._run_scale(images, s, "none" if s == largest else "sigmoid", with_aux) for s in scales}
+        # training runs the head at the largest scale too (output unused) so its BN statistics see that scale
+        attend: dict[float, Attention] = {s: "sigmoid" if s != largest or self.training else "none" for s in scales}
+        outs = {s: self._run_scale(images, s, attend[s], with_aux) for s in scales}
         attns = {s: outs[s]["attn"] for s in scales if s != largest}
         size = images.shape[-2:]
         result = {"pred": resize_to(hierarchical_fuse({s: o["pred"] for s, o in outs.items()}, attns), size)}

@@ -28,11 +28,17 @@ def spatial_gather(feats: Tensor, region_logits: Tensor) -> Tensor:
     """One feature vector per class: ``feats`` averaged with a softmax over space of each class's logits.
 
     feats (B, F, H, W), region_logits (B, K, H, W) -> object context (B, F, K, 1).
+
+    Always in fp32, autocast or not: a softmax over H x W pixels gives weights around 1 / HW (8e-6 for the
+    256x512 features of a 1024x2048 image), below fp16's smallest normal number (6e-5), where it keeps only a
+    few bits; bf16 keeps 3 digits of each, and a sum over that many pixels loses the rest. For fp32 inputs
+    nothing changes (no copies).
     """
     b, k = region_logits.shape[:2]
-    weights = torch.softmax(region_logits.reshape(b, k, -1), dim=2)  # (B, K, HW)
-    flat = feats.reshape(b, feats.shape[1], -1).transpose(1, 2)  # (B, HW, F)
-    context = torch.matmul(weights, flat)  # (B, K, F)
+    with torch.autocast(device_type=feats.device.type, enabled=False):
+        weights = torch.softmax(region_logits.float().reshape(b, k, -1), dim=2)  # (B, K, HW)
+        flat = feats.float().reshape(b, feats.shape[1], -1).transpose(1, 2)  # (B, HW, F)
+        context = torch.matmul(weights, flat)  # (B, K, F)
     return context.transpose(1, 2).unsqueeze(3)  # (B, F, K, 1)
 
 

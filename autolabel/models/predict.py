@@ -1,16 +1,24 @@
 """Multi-scale prediction for a batch: what labelling, evaluation and validation all run.
 
 :func:`predict_logits` wraps the model's own multi-scale mode (``model(images, scales=...)``) with optional
-flip averaging and sliding-window tiling; :func:`normalise` turns uint8 image batches into the network's input.
+mixed precision, flip averaging and sliding-window tiling; :func:`normalise` turns uint8 image batches into the
+network's input.
+
+Mixed precision covers the model's forward only: every output is cast to fp32 as it leaves the model, so flip
+averaging, the tiles' stitching and whatever the caller does next (softmax, argmax, thresholding) run in fp32.
+Without a precision nothing is cast or wrapped, so fp32 prediction is exactly what it always was.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
+
+from autolabel.models.device import autocast
 
 Outputs = dict[str, torch.Tensor]
 
@@ -24,6 +32,7 @@ def predict_logits(
     tile_size: int = 0,
     tile_overlap: float = 0.25,
     keys: Collection[str] | None = None,
+    precision: torch.dtype | None = None,
 ) -> Outputs:
     """Fused logits ``"pred"`` (B, C, H, W) plus the model's per-scale keys, in eval mode without gradients.
 
@@ -36,24 +45,47 @@ def predict_logits(
         tile_size: when the largest scaled input would exceed this many pixels on a side, run overlapping
             windows of ``tile_size / max(scales)`` input pixels, averaged where they overlap; 0 = never.
         tile_overlap: fraction of a window shared with its neighbour.
-        keys: the output keys to return (None: all). Tiling stitches only these: a full-size canvas per
-            per-scale key (``pred_2.0x`` alone is C x 2H x 2W floats) would cost more than the whole image.
+        keys: the output keys to return (None: all). Every other output is dropped as it leaves the model,
+            before flip averaging or the next forward: ``pred_2.0x`` alone is C x 2H x 2W floats, more than
+            the fused logits, and a full-size tiling canvas of it would cost more than the whole image.
+        precision: the autocast dtype of the forward (``torch.bfloat16``/``torch.float16``), None for fp32;
+            outputs are fp32 either way.
     """
     if model.training:
         model.eval()
     window = _window_size(images.shape[-2:], scales, tile_size)
     if window is None:
-        outputs = _predict_flip(model, images, scales, flip)
-        return outputs if keys is None else {k: v for k, v in outputs.items() if k in keys}
-    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys)
+        return _predict_flip(model, images, scales, flip, keys, precision)
+    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys, precision)
 
 
-def _predict_flip(model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool) -> Outputs:
-    outputs = dict(model(images, scales=list(scales)))
+def _forward(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    keys: Collection[str] | None,
+    precision: torch.dtype | None,
+) -> Outputs:
+    """One forward (under autocast with ``precision``); only ``keys`` kept, each in fp32 (no copy if it is)."""
+    with autocast(images.device, precision):
+        outputs = model(images, scales=list(scales))
+    return {key: value.float() for key, value in outputs.items() if keys is None or key in keys}
+
+
+def _predict_flip(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool,
+    keys: Collection[str] | None = None,
+    precision: torch.dtype | None = None,
+) -> Outputs:
+    outputs = _forward(model, images, scales, keys, precision)
     if not flip:
         return outputs
-    flipped = model(images.flip(-1), scales=list(scales))
-    return {key: 0.5 * (value + flipped[key].flip(-1)) for key, value in outputs.items()}
+    flipped = _forward(model, images.flip(-1), scales, keys, precision)
+    # (a + b) * 0.5 in place on the sum: the same values as 0.5 * (a + b), one temporary fewer
+    return {key: (value + flipped.pop(key).flip(-1)).mul_(0.5) for key, value in outputs.items()}
 
 
 def _window_size(size: Sequence[int], scales: Sequence[float], tile_size: int) -> tuple[int, int] | None:
@@ -84,17 +116,16 @@ def _predict_tiled(
     window: tuple[int, int],
     overlap: float,
     keys: Collection[str] | None = None,
+    precision: torch.dtype | None = None,
 ) -> Outputs:
-    """Sliding-window prediction; every output key is stitched at its own resolution and averaged."""
+    """Sliding-window prediction; every kept output key is stitched at its own resolution and averaged."""
     height, width = images.shape[-2:]
     sums: Outputs = {}
     counts: dict[str, torch.Tensor] = {}
     for y0 in _starts(height, window[0], overlap):
         for x0 in _starts(width, window[1], overlap):
             crop = images[..., y0 : y0 + window[0], x0 : x0 + window[1]]
-            for key, value in _predict_flip(model, crop, scales, flip).items():
-                if keys is not None and key not in keys:
-                    continue
+            for key, value in _predict_flip(model, crop, scales, flip, keys, precision).items():
                 # a key's resolution relative to the input (1 for "pred", s for "pred_{s}x")
                 ry, rx = value.shape[-2] / window[0], value.shape[-1] / window[1]
                 if key not in sums:
@@ -112,6 +143,17 @@ def _predict_tiled(
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on the images' device (uint8 moves 4x less)."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-    m = torch.tensor(list(mean), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(list(std), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    m = device_constant(tuple(mean), x.device, x.dtype).view(1, 3, 1, 1)
+    s = device_constant(tuple(std), x.device, x.dtype).view(1, 3, 1, 1)
     return x.sub_(m).div_(s)
+
+
+@functools.lru_cache(maxsize=64)
+def device_constant(values: float | tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, made once per process and reused (read-only: never modify it).
+
+    Building a small tensor on a GPU is a host-to-device copy that waits for the host on every call; normalising
+    and thresholding each batch would pay that for a handful of numbers.
+    """
+    with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
+        return torch.tensor(values, dtype=dtype, device=device)

@@ -23,6 +23,7 @@ from autolabel.errors import AutolabelError, LabelSetError
 from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
 from autolabel.labelset import confidence
 from autolabel.report import collect, html, plots
+from autolabel.report.diff import diff_section, read_diff
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def build_report(
     *,
     evaluations: Mapping[str, Path] | None = None,
     audits: Mapping[str, Path] | None = None,
+    diff: Path | None = None,
     fine_source: Source | None = None,
     classes: ClassSet | None = None,
     options: ReportOptions = ReportOptions(),
@@ -73,7 +75,8 @@ def build_report(
     name to one of ``autolabel evaluate-labels`` (an audit of this label set also draws its accuracy per
     threshold next to the coverage curve). ``fine_source`` (a source description as in
     :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
-    the ``train`` split of a Cityscapes source).
+    the ``train`` split of a Cityscapes source). ``diff`` is a JSON of ``autolabel diff`` from a previous
+    label set to this one (``rounds`` writes one per round), shown after the overview.
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
@@ -81,11 +84,14 @@ def build_report(
     classes = _check_classes(classes, meta)
     evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
     checks = [collect.read_audit(path, name) for name, path in (audits or {}).items()]
+    changes = read_diff(diff) if diff is not None else None
     step = on_step or (lambda name: None)
     staging = temp_sibling(dest)
     try:
         assets = _Assets(staging)
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
+        if changes is not None:
+            sections.insert(1, diff_section(changes))
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
         replace_dir(staging, dest)
@@ -239,11 +245,11 @@ def _evaluation_section(evals: Sequence[Any], classes: ClassSet) -> str:
 
 def _share_series(
     manifest: Any, rows: Sequence[dict[str, Any]], classes: ClassSet, source: collect.SourceData, options: ReportOptions
-) -> tuple[list[plots.Series], list[str]]:
-    """Per-class shares of the auto labels, the same images' coarse labels and the fine split (as found)."""
+) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(name, per-class shares) of the auto labels, the same images' coarse labels and the fine split (as found)."""
     lut = classes.label_to_train_lut()
     auto = collect.auto_class_counts(manifest, classes.num_classes)
-    series = [plots.Series("auto labels", list(collect.shares_from_counts(auto)))]
+    series = [("auto labels", collect.shares_from_counts(auto))]
     notes = [f"auto labels: all {len(rows):,} labelled images"]
     coarse = [
         source.samples[r["id"]].coarse
@@ -258,7 +264,7 @@ def _share_series(
         if paths:
             picked = collect.spread(paths, options.reference_images)
             counts = collect.label_class_counts(picked, lut, classes.num_classes)
-            series.append(plots.Series(name, list(collect.shares_from_counts(counts))))
+            series.append((name, collect.shares_from_counts(counts)))
             notes.append(f"{name.split(' (')[0]}: {len(picked):,} {what}")
     return series, notes
 
@@ -288,16 +294,16 @@ def _shares_section(
     options: ReportOptions,
     assets: _Assets,
 ) -> str:
-    series, notes = _share_series(manifest, rows, classes, source, options)
+    shares, notes = _share_series(manifest, rows, classes, source, options)
     # classes no source has a pixel of (e.g. Cityscapes classes a custom dataset never draws) only add noise
-    shown = [c for c in range(classes.num_classes) if any(s.values[c] > 0 for s in series)]
+    shown = [c for c in range(classes.num_classes) if any(values[c] > 0 for _, values in shares)]
     absent = [classes.names[c] for c in range(classes.num_classes) if c not in shown]
-    series = [plots.Series(s.name, [s.values[c] for c in shown]) for s in series]
+    series = [plots.Series(name, [values[c] for c in shown]) for name, values in shares]
     names = [classes.names[c] for c in shown]
     chart = plots.grouped_bar_chart(
         names, series, title="Share of labelled pixels per class", swatches=[classes.colors[c] for c in shown]
     )
-    table_rows = [[name] + [f"{100 * s.values[i]:.2f}" for s in series] for i, name in enumerate(names)]
+    table_rows = [[classes.names[c]] + [f"{100 * values[c]:.2f}" for _, values in shares] for c in shown]
     return html.section(
         "Class shares: auto labels vs human labels",
         html.paragraph(
@@ -489,7 +495,7 @@ def _placeholder(ctx: _SheetContext, size: tuple[int, int], text: str) -> Image.
 
 def _image_tile(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int], stem: str) -> tuple[str, str]:
     try:
-        tile = Image.fromarray(read_image(row["image"]))
+        tile = Image.fromarray(read_image(row["image"], exif_transpose=bool(row.get("exif_transposed"))))
     except AutolabelError:
         tile = _placeholder(ctx, size, "image not readable")
     return ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_image.png"), "image"

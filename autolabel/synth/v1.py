@@ -5,6 +5,7 @@ Kept as it was, so that results made with it can be made again; see docs/synthet
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def _layout(rng: np.random.Generator, width: int, height: int) -> _Street:
             bands.append((name, lo, hi))
             cursor += step * band_width
         outer.append(cursor)
-    return _Street(horizon, vp_x, road, tuple(bands), (outer[0], outer[1]), modes)
+    return _Street(horizon, vp_x, road, tuple(bands), (outer[0], outer[1]), (modes[0], modes[1]))
 
 
 def _ground_colour(rng: np.random.Generator) -> np.ndarray:
@@ -245,7 +246,7 @@ def _place_objects(
         kinds = ("sign", "light", "lamp")  # a lamp post is a bare pole here
         kind = kinds[i] if i < 2 else str(rng.choice(kinds, p=[0.4, 0.3, 0.3]))
         side = int(rng.integers(0, 2))
-        draw = lambda t, side=side, kind=kind: _draw_pole(canvas, street, side, kind, rng, t)
+        draw = functools.partial(_draw_pole, canvas, street, side, kind, rng)  # binds this iteration's values
         objects.append((float(rng.uniform(0.2, 1.0)), draw))
     for _ in range(int(rng.integers(1, 5))):
         objects.append((float(rng.uniform(0.12, 0.7)), lambda t: _draw_person(canvas, street, rng, t)))
@@ -253,11 +254,11 @@ def _place_objects(
         objects.append((float(rng.uniform(0.12, 0.85)), lambda t: _draw_car(canvas, street, rng, t)))
     for side, mode in enumerate(street.modes):
         for _ in range(int(rng.integers(0, 3)) if mode != "urban" else 0):
-            draw = lambda t, side=side: _draw_tree(canvas, street, side, rng, t)
+            draw = functools.partial(_draw_tree, canvas, street, side, rng)
             objects.append((float(rng.uniform(0.2, 0.9)), draw))
     if rng.random() < 0.6:
         side = int(rng.integers(0, 2))
-        objects.append((0.0, lambda t, side=side: _draw_fence(canvas, street, side, rng)))
+        objects.append((0.0, lambda t: _draw_fence(canvas, street, side, rng)))
     return objects
 
 

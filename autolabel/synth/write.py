@@ -167,7 +167,9 @@ def _metadata(settings: SynthSettings, counts: dict[str, int], histogram: np.nda
                 "name": name,
                 "label_id": LABEL_ID[name],
                 "train_id": CITYSCAPES.index(name),
-                "pixel_share": round(float(histogram[LABEL_ID[name]] / total), 5) if total else None,
+                "pixel_share": round(float(histogram[LABEL_ID[name]] / total), 5)
+                if histogram is not None and total
+                else None,
             }
             for name in SYNTH_CLASSES
         ],

@@ -48,7 +48,7 @@ def build_train_data(
     """Fine data (+ auto-label sets for a student), their centroids, the epoch planner and validation set."""
     lut = classes.label_to_train_lut()
     max_pixels = cfg.data.max_image_pixels
-    fine = FineSource(discover_split(cfg.data, cfg.data.train_split), lut, max_pixels)
+    fine = FineSource(discover_split(cfg.data, cfg.data.train_split), lut, max_pixels, cfg.data.exif_transpose)
     sources: list[FineSource | AutoLabelSource] = [fine]
     centroids = [_fine_centroids(fine, lut, cfg, classes, run_dir)]
     weights = [cfg.student.fine_loss_weight]
@@ -62,23 +62,22 @@ def build_train_data(
         weights = [1.0]
     if len(fine) == 0 and len(sources) == 1:
         raise DataError(f"{cfg.data.root}: no labelled training images in split {cfg.data.train_split!r}")
-    t = cfg.train
     transform = TrainTransform(
-        crop_size=(t.crop_size[0], t.crop_size[1]),
-        scale_range=(t.scale_min, t.scale_max),
-        flip=t.flip,
-        jitter=t.color_jitter,
+        crop_size=(cfg.train.crop_size[0], cfg.train.crop_size[1]),
+        scale_range=(cfg.train.scale_min, cfg.train.scale_max),
+        flip=cfg.train.flip,
+        jitter=cfg.train.color_jitter,
         ignore_index=classes.ignore_index,
     )
     planner = EpochPlanner(
         sizes=tuple(len(s) for s in sources),
         centroids=tuple(centroids),
         auto_fraction=cfg.student.auto_fraction if student else 0.0,
-        class_uniform_pct=t.class_uniform_pct,
+        class_uniform_pct=cfg.train.class_uniform_pct,
         drop_auto_after_epoch=cfg.student.drop_auto_after_epoch if student else None,
-        seed=t.seed,
+        seed=cfg.train.seed,
     )
-    val = discover_split(cfg.data, cfg.data.val_split) if t.val_every else []
+    val = discover_split(cfg.data, cfg.data.val_split) if cfg.train.val_every else []
     labelled_val = [s for s in val if s.label is not None]
     return TrainData(TrainDataset(sources, transform, weights), planner, labelled_val)
 

@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 class FineSource:
     """Human-labelled samples; labels hold dataset label values mapped to train ids by ``lut``."""
 
-    def __init__(self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None):
+    def __init__(
+        self, samples: Sequence[Sample], lut: np.ndarray, max_pixels: int | None = None, exif_transpose: bool = True
+    ):
         unlabelled = [s.id for s in samples if s.label is None]
         if unlabelled:
             logger.warning(
@@ -44,17 +46,19 @@ class FineSource:
         self.samples = [s for s in samples if s.label is not None]
         self.lut = lut
         self.max_pixels = max_pixels
+        self.exif_transpose = exif_transpose
 
     def __len__(self) -> int:
         return len(self.samples)
 
     @property
     def label_paths(self) -> list[Path]:
-        return [s.label for s in self.samples]
+        return [s.label for s in self.samples if s.label is not None]  # all of them: __init__ kept labelled ones
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.samples[index]
-        image = read_image(sample.image, self.max_pixels)
+        assert sample.label is not None  # __init__ keeps labelled samples only
+        image = read_image(sample.image, self.max_pixels, exif_transpose=self.exif_transpose)
         label = read_label(sample.label, self.lut, self.max_pixels)
         check_same_size(image, label, sample.label)
         return image, label
@@ -130,7 +134,8 @@ class AutoLabelSource:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.rows[index]
         label_path = self.out / row["label"]
-        image = read_image(row["image"], self.max_pixels)
+        # the image in the orientation its label was made in (older sets read every image as stored)
+        image = read_image(row["image"], self.max_pixels, exif_transpose=bool(row.get("exif_transposed")))
         label = read_label(label_path, self.label_lut, self.max_pixels)
         check_same_size(image, label, label_path)
         if self.threshold is not None:
@@ -176,7 +181,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return sum(self.sizes)
 
     def __getitem__(self, item: PlanItem) -> dict[str, Any]:
-        image, label = self.sources[item.source].load(item.index)
+        image, label = self.sources[item.source].load(item.item)
         rng = np.random.default_rng(item.seed)
         image, label = self.transform(image, label, rng, item.center)
         return {

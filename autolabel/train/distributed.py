@@ -1,18 +1,32 @@
-"""This process's place in a (possibly single-process) torchrun job and the few collectives training needs.
+"""This process's place in a (possibly single-process) distributed job and the few collectives training needs.
 
 Every helper is a no-op (or the single-process answer) outside a distributed job, so the loop calls them
-unconditionally.
+unconditionally. A job is what torchrun describes with ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``, or what
+``srun`` describes with ``SLURM_PROCID``/``SLURM_NTASKS`` (then ``MASTER_ADDR``/``MASTER_PORT`` must be set by
+the batch script); each process takes the GPU of its local rank (:func:`autolabel.models.device.select_device`).
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from autolabel.errors import ConfigError
+from autolabel.models.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+# rank 0 computes the class centroids of the fine labels while the others wait in a barrier; NCCL's default
+# of 10 minutes can run out for a large training set on a slow file system, and then kills the run
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this process started the process group (and so ends it)
 
     @property
     def is_main(self) -> bool:
@@ -32,21 +47,58 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` if there is one.
+def job_from_env(env: Mapping[str, str]) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in the job its launcher started, else ``(0, 1)``.
 
-    ``device`` is the resolved ``train.device``. gloo on CPU, nccl on CUDA (one GPU per process,
-    ``cuda:LOCAL_RANK``). An already initialised process group (e.g. set up by a test) is used as it is.
+    torchrun: ``RANK``/``WORLD_SIZE``. Launchers that do not set those count only where ``MASTER_ADDR`` says
+    where rank 0 listens (set it, and ``MASTER_PORT``, in the batch script): an ``srun`` step's
+    ``SLURM_PROCID``/``SLURM_NTASKS`` and Open MPI's ``OMPI_COMM_WORLD_RANK``/``OMPI_COMM_WORLD_SIZE``. A
+    batch script itself is no step (no ``SLURM_STEP_ID``): a single process there trains alone.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    pairs = [("RANK", "WORLD_SIZE")]
+    if "MASTER_ADDR" in env:
+        if "SLURM_STEP_ID" in env or "SLURM_STEPID" in env:
+            pairs.append(("SLURM_PROCID", "SLURM_NTASKS"))
+        pairs.append(("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"))
+    for rank_key, size_key in pairs:
+        if rank_key in env and size_key in env:
+            try:
+                return int(env[rank_key]), int(env[size_key])
+            except ValueError:
+                raise ConfigError(
+                    f"{rank_key}={env[rank_key]!r}, {size_key}={env[size_key]!r}: expected integers"
+                ) from None
+    return 0, 1
+
+
+def init_distributed(device_option: str) -> DistInfo:
+    """Join the distributed job this process belongs to, if there is one, on the device it should use.
+
+    ``device_option`` is ``train.device``; each process gets the GPU of its local rank (``LOCAL_RANK``,
+    ``SLURM_LOCALID`` or ``OMPI_COMM_WORLD_LOCAL_RANK``), made current before NCCL starts. gloo on CPU, nccl on
+    CUDA. An already initialised process group (e.g. set up by a test) is used as it is.
+    """
+    device = resolve_device(device_option)
+    rank, world_size = job_from_env(os.environ)
     if world_size <= 1 and not dist.is_initialized():
         return DistInfo(device=device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=world_size,
+            timeout=PROCESS_GROUP_TIMEOUT,
+            device_id=device if device.type == "cuda" else None,
+        )
+    log.info("rank %d of %d on %s", dist.get_rank(), dist.get_world_size(), device)
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device, owns_group=owns)
+
+
+def finish_distributed(info: DistInfo) -> None:
+    """End the process group this process started (NCCL warns about, and may hang on, one left open)."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

@@ -3,6 +3,11 @@
 What the run iterates over is built by :mod:`autolabel.train.data`; what a run directory holds and how its
 state is saved and restored is :mod:`autolabel.train.state`; the torchrun plumbing is
 :mod:`autolabel.train.distributed`.
+
+A step never waits for the device: the loss parts stay tensors on it, and only the steps that write a log
+line turn them into numbers. Resuming is exact on the CPU. On CUDA it is not bit for bit: cuDNN picks its
+fastest kernels (``cudnn.benchmark``, the crops have one fixed size) and several CUDA kernels, bilinear
+upsampling's backward among them, add in a nondeterministic order.
 """
 
 from __future__ import annotations
@@ -23,11 +28,18 @@ from autolabel.errors import ConfigError, DataError
 from autolabel.fs import atomic_write_bytes
 from autolabel.metrics import SegMetrics
 from autolabel.models import build_model
-from autolabel.models.device import resolve_device
+from autolabel.models.device import Precision, parse_precision
 from autolabel.models.evaluation import EvalSettings, evaluate_model
 from autolabel.models.predict import normalise
 from autolabel.train.data import TrainData, build_train_data, make_loader
-from autolabel.train.distributed import DistInfo, average_buffers, barrier, init_distributed, unwrap
+from autolabel.train.distributed import (
+    DistInfo,
+    average_buffers,
+    barrier,
+    finish_distributed,
+    init_distributed,
+    unwrap,
+)
 from autolabel.train.losses import build_loss
 from autolabel.train.sampling import EpochPlanner, PlanSampler
 from autolabel.train.state import (
@@ -56,7 +68,8 @@ def poly_lr(step: int, total_steps: int, base_lr: float, power: float, warmup_it
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     """SGD with momentum; weight decay on weights only (BN parameters and biases are not decayed)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
@@ -74,6 +87,14 @@ def autocast_for(device: torch.device, amp: str) -> contextlib.AbstractContextMa
 def make_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     """Loss scaling is needed for fp16 only; a disabled scaler passes everything through unchanged."""
     return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp == "fp16")
+
+
+def validation_precision(device: torch.device, amp: str) -> Precision:
+    """Validation runs in the training's precision: ``train.amp`` on CUDA, fp32 on the CPU."""
+    return parse_precision(amp) if device.type == "cuda" and amp != "off" else "fp32"
+
+
+LossParts = dict[str, "torch.Tensor | float"]  # loss terms as detached 0-dim tensors, "lr" as a float
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -98,8 +119,9 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     ctx: StepContext,
-) -> dict[str, float]:
-    """Forward, loss (per-source weights as pixel weights), backward, optimizer step; returns loss parts."""
+) -> dict[str, torch.Tensor]:
+    """Forward, loss (per-source weights as pixel weights), backward, optimizer step; returns the loss parts
+    (detached 0-dim tensors on the device: reading them is left to whoever needs a number)."""
     images = normalise(batch["image"].to(ctx.device, non_blocking=True), ctx.mean, ctx.std)  # (B, 3, H, W)
     if ctx.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -135,7 +157,7 @@ def train_one_epoch(
     *,
     lr_at: Callable[[int], float],
     max_iters: int = 0,
-    on_step: Callable[[Position, dict[str, float]], None] | None = None,
+    on_step: Callable[[Position, LossParts], None] | None = None,
 ) -> None:
     """Train over what the loader yields (the rest of an epoch), advancing ``pos``; stops at ``max_iters``."""
     model.train()
@@ -204,7 +226,8 @@ class FitResult:
 class Trainer:
     """One run's training state, shared by the epoch loop, its logging, validation and saving.
 
-    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start`` are called on the main process only.
+    ``pos`` advances as the run trains; ``on_step``/``on_epoch_start``/``on_validate`` are called on the main
+    process only.
     """
 
     cfg: PipelineConfig
@@ -218,8 +241,9 @@ class Trainer:
     run_dir: Path
     log: RunLog
     loss_fn: Callable
-    on_step: Callable[[Position, dict[str, float]], None] | None = None
+    on_step: Callable[[Position, LossParts], None] | None = None
     on_epoch_start: Callable[[int, int], None] | None = None
+    on_validate: Callable[[int, SegMetrics], None] | None = None
 
     def run(self) -> FitResult:
         """Train from ``pos`` to ``train.epochs`` (or ``train.max_iters``), validating and saving per epoch."""
@@ -286,16 +310,19 @@ class Trainer:
         if self.on_epoch_start is not None and self.info.is_main:
             self.on_epoch_start(pos.epoch, steps - pos.step_in_epoch)
 
-    def _step_hook(self, epoch_steps: list[int], *, started: float) -> Callable[[Position, dict[str, float]], None]:
-        """Logs every ``log_every``-th step and each epoch's last, then calls ``on_step`` (main process only)."""
+    def _step_hook(self, epoch_steps: list[int], *, started: float) -> Callable[[Position, LossParts], None]:
+        """Logs every ``log_every``-th step and each epoch's last, then calls ``on_step`` (main process only).
+
+        Only a logged step reads the loss values, i.e. waits for the device to finish the step.
+        """
         log_every = self.cfg.train.log_every
 
-        def hook(p: Position, parts: dict[str, float]) -> None:
+        def hook(p: Position, parts: LossParts) -> None:
             if not self.info.is_main:
                 return
             if p.global_step % log_every == 0 or p.step_in_epoch == epoch_steps[p.epoch]:
                 seconds = round(time.perf_counter() - started, 3)
-                fields = {k: round(v, 6) for k, v in parts.items()}
+                fields = {k: round(float(v), 6) for k, v in parts.items()}
                 self.log.write("train", epoch=p.epoch, step=p.global_step, seconds=seconds, **fields)
             if self.on_step is not None:
                 self.on_step(p, parts)
@@ -307,11 +334,19 @@ class Trainer:
         t, data, pos = self.cfg.train, self.cfg.data, self.pos
         if not t.val_every or pos.epoch % t.val_every or not self.data.val_samples:
             return None
-        settings = EvalSettings(scales=t.val_scales, mean=data.mean, std=data.std, max_pixels=data.max_image_pixels)
+        settings = EvalSettings(
+            scales=t.val_scales,
+            mean=data.mean,
+            std=data.std,
+            max_pixels=data.max_image_pixels,
+            precision=validation_precision(self.info.device, t.amp),
+        )
         metrics = evaluate(
             self.model, self.data.val_samples, self.classes, device=self.info.device, settings=settings, info=self.info
         )
         self.log.write("val", epoch=pos.epoch, step=pos.global_step, **metrics.to_dict())
+        if self.on_validate is not None and self.info.is_main:
+            self.on_validate(pos.epoch, metrics)
         if metrics.miou == metrics.miou and metrics.miou > pos.best_miou:
             pos.best_miou = metrics.miou
             if self.info.is_main:
@@ -333,13 +368,18 @@ def fit(
     labels: Sequence[Path] = (),
     resume: bool = False,
     overwrite: bool = False,
-    on_step: Callable[[Position, dict[str, float]], None] | None = None,
+    on_step: Callable[[Position, LossParts], None] | None = None,
     on_epoch_start: Callable[[int, int], None] | None = None,
+    on_validate: Callable[[int, SegMetrics], None] | None = None,
 ) -> FitResult:
     """Train a teacher (fine labels) or a student (fine + auto-label sets ``labels``) as ``cfg`` says.
 
-    Runs under torchrun as well (one process per device). ``on_step``/``on_epoch_start(epoch, steps)`` are
-    called on the main process only (the CLI hangs its progress bar on them).
+    Runs under torchrun and srun/mpirun as well (one process per GPU, see
+    :func:`~autolabel.train.distributed.init_distributed`). ``on_step(position, parts)``,
+    ``on_epoch_start(epoch, steps)`` and ``on_validate(epochs_done, metrics)`` are called on the main process
+    only (the CLI hangs its progress bar and log lines on them); ``parts`` holds the loss terms as detached
+    0-dim tensors on the training device and ``"lr"`` as a float: ``float(parts["total"])`` waits for the
+    device, so a hook that only counts steps should not.
     """
     labels = tuple(Path(p) for p in labels) or cfg.student.labels
     if student and not labels:
@@ -348,7 +388,38 @@ def fit(
         cfg = replace(
             cfg, student=replace(cfg.student, labels=labels), train=replace(cfg.train, epochs=cfg.epochs(student=True))
         )
-    info = init_distributed(resolve_device(cfg.train.device))
+    info = init_distributed(cfg.train.device)
+    try:
+        return _fit(
+            cfg,
+            info,
+            student=student,
+            labels=labels,
+            resume=resume,
+            overwrite=overwrite,
+            on_step=on_step,
+            on_epoch_start=on_epoch_start,
+            on_validate=on_validate,
+        )
+    finally:
+        finish_distributed(info)
+
+
+def _fit(
+    cfg: PipelineConfig,
+    info: DistInfo,
+    *,
+    student: bool,
+    labels: Sequence[Path],
+    resume: bool,
+    overwrite: bool,
+    on_step: Callable[[Position, LossParts], None] | None,
+    on_epoch_start: Callable[[int, int], None] | None,
+    on_validate: Callable[[int, SegMetrics], None] | None,
+) -> FitResult:
+    """:func:`fit` once this process has its place in the job (``info``)."""
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: the autotuned kernels are reused every step
     run_dir = Path(cfg.train.out_dir)
     classes = class_set_from_config(cfg.classes)
     if info.is_main:
@@ -389,6 +460,7 @@ def fit(
         loss_fn=build_loss(cfg.loss, classes.num_classes, classes.ignore_index),
         on_step=on_step,
         on_epoch_start=on_epoch_start,
+        on_validate=on_validate,
     )
     return trainer.run()
 
@@ -399,7 +471,8 @@ def _build_model(cfg: PipelineConfig, info: DistInfo) -> tuple[nn.Module, torch.
     model: nn.Module = build_model(cfg.model)
     torch.manual_seed(cfg.train.seed + 1 + info.rank)
     if info.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to(memory_format=...) is documented, but torch's overloads omit it
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if info.distributed:  # SyncBN only where it helps: per-GPU batches are tiny at full resolution
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(info.device)

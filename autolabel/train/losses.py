@@ -2,7 +2,9 @@
 
 RMI (region mutual information, Zhao et al. 2019) follows docs/method.md with the published defaults. Its
 covariance algebra runs in float64 with autocast switched off, so it is safe inside a mixed-precision
-training step on any device.
+training step on any device. Its solve and Cholesky factorisation never check for errors on the host (that
+would wait for the GPU every step): a NaN or non-positive-definite input, e.g. from an fp16 overflow, gives a
+non-finite loss, and GradScaler skips that step as it skips any other overflow.
 
 Every loss takes ``(logits (B, C, H, W), target (B, H, W) int64, pixel_weight (B, H, W) | None)``; labels
 outside ``0..C-1`` (the ignore index 255 among them) do not count. ``pixel_weight`` scales each pixel's
@@ -70,8 +72,11 @@ def rmi_lower_bound(
     cov_l = labels @ labels.transpose(2, 3)  # (B, C, d, d)
     cov_p = preds @ preds.transpose(2, 3) + pos_alpha * eye
     cov_lp = labels @ preds.transpose(2, 3)
-    posterior = cov_l - cov_lp @ torch.linalg.solve(cov_p, cov_lp.transpose(2, 3))
-    chol = torch.linalg.cholesky(posterior + pos_alpha * eye)
+    # the _ex variants leave their error codes on the device instead of raising (no host sync); a failed
+    # factorisation leaves NaN or garbage in the result, which makes the loss non-finite
+    solved, _ = torch.linalg.solve_ex(cov_p, cov_lp.transpose(2, 3))
+    posterior = cov_l - cov_lp @ solved
+    chol, _ = torch.linalg.cholesky_ex(posterior + pos_alpha * eye)
     return torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # 0.5 * logdet = sum(log(diag(L)))
 
 
@@ -191,7 +196,9 @@ class MultiScaleLoss(nn.Module):
     """``main(pred) + aux_weight * side(aux) + scale_weight * sum_s side(up(pred_s))`` on a model's outputs.
 
     ``side`` is the main criterion without its region term (BCE for RMI, as published). The per-scale term
-    applies when the outputs hold two or more ``pred_{s}x`` predictions. Returns (total, parts as floats).
+    applies when the outputs hold two or more ``pred_{s}x`` predictions. Returns (total, parts): the parts are
+    detached 0-dim tensors on the loss's device, so nothing waits for the device until someone asks for a
+    value (``float(parts["total"])``; the training loop does so only on the steps it logs).
     """
 
     def __init__(self, *, main: nn.Module, side: nn.Module, aux_weight: float = 0.4, scale_weight: float = 0.05):
@@ -203,7 +210,7 @@ class MultiScaleLoss(nn.Module):
 
     def forward(
         self, outputs: Mapping[str, Tensor], target: Tensor, pixel_weight: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         size = target.shape[-2:]
         terms = {"main": self.main(resize_to(outputs["pred"], size), target, pixel_weight)}
         total = terms["main"]
@@ -215,8 +222,8 @@ class MultiScaleLoss(nn.Module):
             for key in scale_keys:
                 terms[key] = self.side(resize_to(outputs[key], size), target, pixel_weight)
                 total = total + self.scale_weight * terms[key]
-        parts = {name: float(value.detach()) for name, value in terms.items()}
-        parts["total"] = float(total.detach())
+        parts = {name: value.detach() for name, value in terms.items()}
+        parts["total"] = total.detach()
         return total, parts
 
 

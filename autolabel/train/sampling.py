@@ -38,11 +38,11 @@ _CACHE_VERSION = 1
 
 
 class PlanItem(NamedTuple):
-    """One slot of an epoch: ``source``/``index`` pick the item; the centre is (y, x), or (-1, -1) for a
+    """One slot of an epoch: ``source``/``item`` pick the item; the centre is (y, x), or (-1, -1) for a
     random crop."""
 
     source: int
-    index: int
+    item: int  # not ``index``, which would hide tuple.index
     center_y: int
     center_x: int
     seed: int
@@ -107,7 +107,7 @@ def compute_centroids(
     label_paths: Sequence[Path | None], lut: np.ndarray | None, num_classes: int, tile: int, ignore_index: int = 255
 ) -> CentroidTable:
     """Per tile and class present, the class's centre of mass in every label map (None = unlabelled item)."""
-    rows = []
+    rows: list[tuple[int, int, int, int]] = []
     for item, path in enumerate(label_paths):
         if path is None:
             continue
@@ -148,7 +148,7 @@ def cached_centroids(
 
 def manifest_centroids(manifest: pa.Table, classes: Sequence[int] | None = None) -> CentroidTable:
     """Centroids from a generate manifest (item i = row i), restricted to ``classes`` when given."""
-    rows = []
+    rows: list[tuple[int, int, int, int]] = []
     for item, centroids in enumerate(manifest.column("centroids").to_pylist()):
         rows.extend((c["cls"], item, c["y"], c["x"]) for c in centroids or ())
     table = CentroidTable.from_rows(rows)

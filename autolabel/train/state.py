@@ -194,7 +194,10 @@ def load_training_state(
         )
     unwrap(model).load_state_dict(weights if weights is not None else ckpt.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    if state["scaler"] or not scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])  # a disabled scaler ignores what it is given
+    else:  # saved without loss scaling (train.amp was not fp16, or on the CPU): nothing to restore
+        logger.info("%s: saved without loss scaling; the fp16 GradScaler starts from its initial scale", run_dir)
     rng = state["rng"]
     if len(rng) == info.world_size:
         set_rng_state(rng[info.rank], info.device)

@@ -89,7 +89,7 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
     """Brightness, contrast and saturation each scaled by a factor in [1 - s, 1 + s], in random order."""
     if strength <= 0:
         return image
-    x = image.astype(np.float32)
+    x: np.ndarray = image.astype(np.float32)
     for op in rng.permutation(3):
         factor = np.float32(rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength))
         if op == 0:  # brightness
@@ -98,8 +98,8 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
             grey = float((x @ _LUMA).mean())
             x = grey + factor * (x - grey)
         else:  # saturation: blend with each pixel's grey level
-            grey = (x @ _LUMA)[..., None]  # (H, W, 1)
-            x = grey + factor * (x - grey)
+            pixel_grey = (x @ _LUMA)[..., None]  # (H, W, 1)
+            x = pixel_grey + factor * (x - pixel_grey)
         np.clip(x, 0, 255, out=x)
     return np.rint(x).astype(np.uint8)
 

@@ -176,8 +176,8 @@ def attention_by_class(
     sums: dict[str, np.ndarray] = {}
     counts = np.zeros(classes.num_classes, dtype=np.int64)
     for sample in samples:
-        if sample.label is None:  # nothing to average over
-            continue
+        if sample.label is None:
+            raise DataError(f"{sample.image}: no label; attention by class needs labelled images")
         image = torch.from_numpy(read_image(sample.image))[None]  # (1, H, W, 3) uint8
         outputs = predict_logits(model, normalise(image, cfg.data.mean, cfg.data.std), scales)
         label = torch.from_numpy(read_label(sample.label, lut).astype(np.int64)).flatten()

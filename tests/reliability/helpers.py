@@ -23,6 +23,7 @@ SPLIT = "train_extra"
 N_EXTRA = 24
 IMAGE_SIZE = (64, 32)  # (W, H)
 TEACHER_CFG = ModelConfig(width="tiny", num_classes=19, infer_scales=(0.5, 1.0))
+BATCH_SIZE = 2
 # small chunks and batches: many manifest parts and many write moments for a kill to land in
 GENERATE_SETTINGS = [
     "--scales",
@@ -30,7 +31,7 @@ GENERATE_SETTINGS = [
     "--threshold",
     "0.1",
     "--batch-size",
-    "2",
+    str(BATCH_SIZE),
     "--device",
     "cpu",
     "--set",
@@ -117,3 +118,42 @@ def tree_snapshot(root: Path) -> dict[str, str]:
             else:
                 snap[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return snap
+
+
+def invoke(*args: str, code: int | None = 0):
+    """Run ``autolabel ARGS`` in this process (click's runner: no interpreter start); check its exit code."""
+    from click.testing import CliRunner
+
+    from autolabel.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    if code is not None:
+        assert result.exit_code == code, (result.exit_code, result.output[-3000:], result.exception)
+    return result
+
+
+def write_images(folder: Path, names: list[str], seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> None:
+    """Smooth random RGB images (so the teacher's labels vary over each one) under ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        small = Image.fromarray(rng.integers(0, 256, (4, 8, 3), dtype=np.uint8))
+        small.resize(size, Image.BILINEAR).save(path)
+
+
+def folder_args(teacher: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "generate",
+        "--teacher",
+        str(teacher),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        *GENERATE_SETTINGS,
+        *extra,
+    ]

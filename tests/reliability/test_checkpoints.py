@@ -63,6 +63,13 @@ def legacy_torch_pickle_bomb(teacher: Path, dest: Path) -> None:
     dest.write_bytes(buffer.getvalue())
 
 
+def nan_weights(teacher: Path, dest: Path) -> None:
+    """One NaN in one weight (a diverged run): refused at load, naming the tensor."""
+    payload = torch.load(teacher, weights_only=True)
+    payload["state_dict"]["ocr.cls_head.weight"].view(-1)[3] = float("nan")
+    torch.save(payload, dest)
+
+
 CASES = {
     "truncated": (truncated, "truncated or corrupt"),
     "wrong_class_count": (wrong_class_count, "5 classes, expected 19"),
@@ -70,6 +77,7 @@ CASES = {
     "torch_pickle_bomb": (torch_pickle_bomb, "could run code"),
     "plain_pickle_bomb": (plain_pickle_bomb, "not a readable checkpoint"),  # not a torch file at all
     "legacy_torch_pickle_bomb": (legacy_torch_pickle_bomb, "could run code"),
+    "nan_weights": (nan_weights, "'ocr.cls_head.weight' holds 1 non-finite value(s) (NaN)"),
 }
 
 
