@@ -403,6 +403,15 @@ def test_cli_synth(tmp_path):
     assert json.loads((tmp_path / "v1" / "synth.json").read_text())["version"] == 1
 
 
+def test_cli_synth_offers_every_version_and_defaults_to_the_current_one():
+    # the CLI spells the versions out so that its start-up imports no drawing code
+    from autolabel.cli import data as cli_data
+    from autolabel.synth.render import SYNTH_VERSION, SYNTH_VERSIONS
+
+    assert sorted(map(int, cli_data.SYNTH_VERSION_CHOICES)) == sorted(SYNTH_VERSIONS)
+    assert int(cli_data.SYNTH_DEFAULT_VERSION) == SYNTH_VERSION
+
+
 @pytest.mark.parametrize(("size", "message"), [("80by40", "WIDTHxHEIGHT"), ("16x8", "at least 64x32")])
 def test_cli_synth_bad_size(tmp_path, size, message):
     result = CliRunner().invoke(main, ["synth", str(tmp_path / "c"), "--size", size, "--workers", "0"])
