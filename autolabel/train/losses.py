@@ -166,6 +166,8 @@ class CrossEntropyLoss(nn.Module):
     renormalising (a class of weight 3 pulls three times as hard as before).
     """
 
+    class_weights: Tensor | None  # a buffer (moves with the module), declared for the type checker
+
     def __init__(
         self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, class_weights: Sequence[float] | None = None
     ):
