@@ -5,13 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AUTOLABEL := $(VENV)/bin/autolabel
 STAMP := $(VENV)/.installed
+# the real clients of `autolabel review`'s formats (datumaro, Label Studio's SDK), kept out of .venv
+REVIEW_VENV := .venv-review
+REVIEW_STAMP := $(REVIEW_VENV)/.installed
 
-.PHONY: help venv test test-fast lint demo synth teacher generate manifest verify student evaluate report \
+.PHONY: help venv review-venv test test-fast lint demo synth teacher generate manifest verify student evaluate report \
 	reproduce rounds bench soak clean-stamps gpu-check gpu-wheels
 
 help:
 	@echo "make demo       - the whole pipeline on a synthetic city (sets up .venv; DEMO_OUT=$(DEMO_OUT))"
-	@echo "make test       - run the test suite (sets up .venv)"
+	@echo "make test       - run the test suite (sets up .venv, and .venv-review for the review formats' clients)"
 	@echo "make lint       - ruff check, ruff format --check, mypy"
 	@echo "make reproduce  - the paper's findings in miniature -> results/ (REPRO_SEEDS=$(REPRO_SEEDS))"
 	@echo "make rounds     - self-training rounds on the synthetic city (ROUNDS=$(ROUNDS) ROUNDS_SEEDS= ROUNDS_JOBS= STOP_WHEN=)"
@@ -39,8 +42,17 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q --timeout=900 tests
+# datumaro pins pillow~=12 and pyarrow~=25, so the clients get a venv of their own; the tests call them by
+# subprocess (tests/tools/review_client.py)
+$(REVIEW_STAMP): tests/tools/requirements.txt
+	test -x $(REVIEW_VENV)/bin/python || $(PYTHON) -m venv $(REVIEW_VENV)
+	$(REVIEW_VENV)/bin/python -m pip install --quiet -r tests/tools/requirements.txt
+	touch $@
+
+review-venv: $(REVIEW_STAMP)
+
+test: $(STAMP) $(REVIEW_STAMP)
+	AUTOLABEL_REVIEW_PYTHON=$(abspath $(REVIEW_VENV))/bin/python $(PY) -m pytest -q --timeout=900 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

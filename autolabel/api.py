@@ -48,6 +48,9 @@ from autolabel.labelset.verify import verify_labelset as _verify_labelset
 from autolabel.metrics import SegMetrics
 from autolabel.models.device import parse_precision, resolve_device
 from autolabel.models.evaluation import EvalSettings
+from autolabel.review.export import ExportResult, export_review
+from autolabel.review.importing import ImportResult, import_review
+from autolabel.review.names import DEFAULT_BY
 from autolabel.train.loop import FitResult, LossParts, fit
 from autolabel.train.state import CACHE, LAST, RUN_FILES, Position
 from autolabel.workflows.rounds import City, RoundsSettings, parse_stop_rule
@@ -65,6 +68,8 @@ __all__ = [
     "plan_labels",
     "read_labelset",
     "read_manifest",
+    "review_export",
+    "review_import",
     "run_rounds",
     "train_student",
     "train_teacher",
@@ -633,6 +638,74 @@ def verify_labels(labels: str | Path, *, check_inputs: bool = True) -> VerifyRep
         check_inputs: also list the inputs again and check each has exactly one row.
     """
     return _verify_labelset(labels, check_inputs=check_inputs)
+
+
+def review_export(
+    labels: str | Path,
+    out: str | Path,
+    *,
+    top: int = 20,
+    by: str | Sequence[str] = DEFAULT_BY,
+    format: str = "cvat-cityscapes",
+    config: PipelineConfig | str | Path | None = None,
+    boost_classes: Sequence[str] | None = None,
+    image_url: str | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Select the images of a label set that most need a human look and write them as a review package.
+
+    Args:
+        labels: a label-set folder.
+        out: the package folder (new, empty, or an earlier package with ``overwrite``).
+        top: how many images to select.
+        by: ranking signals, e.g. ``"confidence,disagreement"`` (see :mod:`autolabel.review.ranking`).
+        format: ``cvat-cityscapes``, ``cvat-mask`` or ``label-studio`` (see ``docs/review.md``).
+        config: a pipeline config or its path: class colours, and ``student.boost_classes`` for ``rare``.
+        boost_classes: the rare classes of signal ``rare`` (default: the config's ``student.boost_classes``).
+        image_url: Label Studio: the URL prefix of the package's images (default: its local-files URL).
+        overwrite: replace an earlier package in ``out``.
+    """
+    cfg = _config(config) if config is not None else None
+    classes = class_set_from_config(cfg.classes) if cfg is not None else None
+    if boost_classes is None:
+        boost_classes = cfg.student.boost_classes if cfg is not None else ()
+    kwargs = {"image_url": image_url} if image_url is not None else {}
+    return export_review(
+        labels,
+        out,
+        top=top,
+        by=by,
+        fmt=format,
+        classes=classes,
+        boost_classes=tuple(boost_classes),
+        overwrite=overwrite,
+        **kwargs,
+    )
+
+
+def review_import(
+    labels: str | Path,
+    exported: str | Path,
+    out: str | Path,
+    *,
+    review: str | Path | None = None,
+    format: str | None = None,
+    config: PipelineConfig | str | Path | None = None,
+    overwrite: bool = False,
+) -> ImportResult:
+    """Take a tool's corrected export back in as a new version of the label set (``source = "human"`` rows).
+
+    Args:
+        labels: the label set the package was exported from.
+        exported: the tool's export: CVAT's zip (or its folder), Label Studio's JSON file.
+        out: the new label set's folder.
+        review: the package's ``review.json`` (default: one beside or inside ``exported``).
+        format: the export's format (default: recognised from its content).
+        config: a pipeline config or its path (its class list must be the label set's).
+        overwrite: replace another label set in ``out``.
+    """
+    classes = class_set_from_config(_config(config).classes) if config is not None else None
+    return import_review(labels, exported, out, review=review, fmt=format, classes=classes, overwrite=overwrite)
 
 
 def diff_labelsets(

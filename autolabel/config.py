@@ -194,6 +194,8 @@ class StudentConfig:
     coarse_fusion_classes: tuple[str, ...] = ()  # take human coarse labels for these classes where present
     fine_loss_weight: float = num(1.0, 0.0)
     auto_loss_weight: float = num(1.0, 0.0)
+    # images of a label set corrected by `review import` (manifest source = "human"); unset = fine_loss_weight
+    human_loss_weight: float | None = num(None, 0.0)
 
 
 @dataclass(frozen=True)
@@ -214,8 +216,9 @@ class GenerateConfig:
     tile_size: int = num(0, 0)  # sliding-window inference when a scaled side exceeds this (0 = never)
     tile_overlap: float = num(0.25, 0.0, 0.9)  # fraction of a window shared with its neighbour
     chunk_size: int = num(64, 1)  # images per task / manifest part
-    encode_workers: int = num(2, 0)  # writer threads (PNG + zarr encoding releases the GIL)
-    decode_workers: int = num(2, 1)  # image-decoding threads
+    # writer / image-decoding threads; unset: sized from the usable cores (autolabel/generate/pools.py)
+    encode_workers: int | None = num(None, 0)  # 0 counts as 1 (PNG + zstd encoding release the GIL)
+    decode_workers: int | None = num(None, 1)
     png_compress_level: int = num(9, 0, 9)
     ladder_step: float = num(0.05, 0.0, 1.0, lo_open=True)  # confidence ladder: threshold, +step, ... <= top
     ladder_top: float = num(0.95, 0.0, 1.0, hi_open=True)

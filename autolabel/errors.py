@@ -31,3 +31,7 @@ class LabelSetError(AutolabelError):
 
 class OutputError(AutolabelError):
     """Writing output failed (disk full, permissions, a path outside the output directory)."""
+
+
+class ReviewError(AutolabelError):
+    """A review package or a tool's corrected export does not fit the label set (image, size, class, colour)."""

@@ -103,3 +103,32 @@ def temp_target(path: Path) -> Path | None:
     if name.startswith(".") and name.endswith(".tmp"):
         return path.with_name(name[1:-4].rsplit(".", 1)[0])
     return None
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> bool:
+    """Make ``dst`` a hard link to ``src`` (a copy where the filesystem cannot link), atomically; True if linked.
+
+    Safe for files nobody rewrites in place: every writer here replaces files by rename, which leaves the other
+    name's inode alone. A ``dst`` that already is ``src`` (same inode) is left as it is.
+    """
+    src, dst = Path(src), Path(dst)
+    try:
+        if dst.exists() and os.path.samefile(src, dst):
+            return True
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp"
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot create file ({exc.strerror or exc})") from None
+    try:
+        try:
+            os.link(src, tmp)
+            linked = True
+        except OSError:
+            shutil.copyfile(src, tmp)  # another filesystem, or one without hard links
+            os.chmod(tmp, FINAL_FILE_MODE)
+            linked = False
+        os.replace(tmp, dst)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{dst}: cannot write a copy of {src} ({exc.strerror or exc})") from None
+    return linked

@@ -18,10 +18,12 @@ import functools
 import io
 import json
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,37 +31,18 @@ import torch
 from PIL import Image
 
 from autolabel.classes import CITYSCAPES
+from autolabel.config import GenerateConfig
 from autolabel.data.io import encode_label_png, write_image_png
+from autolabel.generate import hostcost
 from autolabel.labelset import confidence
 from autolabel.synth import render_scene
 
 SIZE = (2048, 1024)  # (W, H)
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Box dilation by an integral image (no scipy here)."""
-    pad = np.pad(mask.astype(np.int32), radius + 1)
-    integral = pad.cumsum(0).cumsum(1)
-    k = 2 * radius + 1
-    h, w = mask.shape
-    total = integral[k : k + h, k : k + w] - integral[:h, k : k + w] - integral[k : k + h, :w] + integral[:h, :w]
-    return total > 0
-
-
 def teacher_like_maps(seed: int, ladder_len: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """(labels with ignore, confidence codes) imitating a thresholded teacher on a Cityscapes-like scene."""
-    rng = np.random.default_rng(seed)
-    scene = render_scene(rng, *SIZE)
-    train = CITYSCAPES.label_to_train_lut()[scene.label]
-    boundary = np.zeros(train.shape, bool)
-    boundary[:, 1:] |= train[:, 1:] != train[:, :-1]
-    boundary[1:, :] |= train[1:, :] != train[:-1, :]
-    codes = np.full(train.shape, ladder_len, np.uint8)
-    for code in range(ladder_len - 1, -1, -1):  # code k within 1 + 2k px of a boundary
-        codes[_dilate(boundary, 1 + 2 * code)] = code
-    codes[train == 255] = 0
-    labels = np.where(codes > 0, train, 255).astype(np.uint8)
-    return labels, codes
+    return hostcost.teacher_like_maps(*SIZE, seed=seed, ladder_len=ladder_len)
 
 
 def pillow_png(labels: np.ndarray, level: int) -> bytes:
@@ -69,21 +52,44 @@ def pillow_png(labels: np.ndarray, level: int) -> bytes:
     return buffer.getvalue()
 
 
+def up_png(labels: np.ndarray, level: int, strategy: int) -> bytes:
+    """The pipeline's PNG (every row up-filtered) with another zlib strategy: a setting not chosen."""
+    height, width = labels.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)  # (H, 1 + W): filter byte + row
+    rows[:, 0] = 2
+    rows[0, 1:] = labels[0]
+    np.subtract(labels[1:], labels[:-1], out=rows[1:, 1:])
+    deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = deflate.compress(rows.tobytes()) + deflate.flush()
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 PNG_WRITERS = {  # setting name -> encoder; the pipeline's is encode_label_png ("up" filter on every row)
-    **{f"up filter, zlib {level}": functools.partial(encode_label_png, compress_level=level) for level in (1, 6, 9)},
+    **{
+        f"up filter, zlib {level}": functools.partial(encode_label_png, compress_level=level)
+        for level in (1, 3, 6, 8, 9)
+    },
+    "up filter, zlib 9, Z_RLE": functools.partial(up_png, level=9, strategy=zlib.Z_RLE),
+    "up filter, zlib 9, Z_FILTERED": functools.partial(up_png, level=9, strategy=zlib.Z_FILTERED),
     **{f"Pillow, zlib {level}": functools.partial(pillow_png, level=level) for level in (1, 6, 9)},
 }
 
 
 def bench_png(n: int) -> dict:
+    """KB and encode CPU ms (this thread, median over maps) of every PNG setting at 2048x1024."""
     maps = [teacher_like_maps(i)[0] for i in range(n)]
     results = {}
     for name, encode in PNG_WRITERS.items():
         sizes, times = [], []
         for labels in maps:
-            start = time.perf_counter()
+            start = time.thread_time()
             data = encode(labels)
-            times.append(time.perf_counter() - start)
+            times.append(time.thread_time() - start)
             sizes.append(len(data))
         results[name] = {"kb": statistics.mean(sizes) / 1024, "encode_ms": 1000 * statistics.median(times)}
     ignored = statistics.mean(float((m == 255).mean()) for m in maps)
@@ -97,13 +103,19 @@ def bench_confidence(n: int, levels: tuple[int, ...] = (3, 9, 15, 17, 19)) -> di
     chosen = confidence.ZSTD_LEVEL
     for level in levels:
         confidence.ZSTD_LEVEL = level  # the module constant; a benchmark may vary it (restored below)
+        encode_s = []
+        for _, codes in pairs:
+            start = time.thread_time()
+            confidence.array_files(codes, level)
+            encode_s.append(time.thread_time() - start)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             sizes = [confidence.write_codes(Path(tmp), f"img{i}", codes) for i, (_, codes) in enumerate(pairs)]
             ms = 1000 * (time.perf_counter() - start) / n
         results[f"zstd level {level}"] = {
             "kb": statistics.mean(sizes) / 1024,
-            "write_ms": ms,
+            "encode_ms": 1000 * statistics.median(encode_s),  # CPU time of this thread: the host cost
+            "write_ms": ms,  # wall time of encode + write (temp folder, fsync, rename)
             "ratio_to_label": statistics.mean(sizes) / label_bytes,
         }
     confidence.ZSTD_LEVEL = chosen
@@ -121,14 +133,22 @@ def _tiny_teacher(path: Path, width: str = "tiny") -> None:
 
 
 def bench_throughput(
-    n: int, width: int, height: int, batch_size: int, rounds: int = 3, model_width: str = "tiny"
+    n: int,
+    width: int,
+    height: int,
+    batch_size: int,
+    rounds: int = 3,
+    model_width: str = "tiny",
+    generate: GenerateConfig | None = None,
 ) -> dict:
     """generate (decode + infer + encode + write, from disk) vs the bare model on preloaded tensors.
 
     The two are measured alternately, ``rounds`` times, so load from other processes hits both alike
     (median of the per-round wall-clock ratios); ``cpu_ratio`` compares CPU seconds of the same runs.
+    ``generate``: the settings of the run (e.g. the demo's; on the CPU, ``batch_size`` replaced), default
+    scales 0.5/1/2 with the confidence store and no attention maps.
     """
-    from autolabel.config import DataConfig, GenerateConfig
+    from autolabel.config import DataConfig, replace
     from autolabel.data.datasets import discover_folder
     from autolabel.generate.runner import GenerateJob, run_generate
     from autolabel.generate.teacher import Teacher
@@ -145,19 +165,25 @@ def bench_throughput(
             rgb = render_scene(np.random.default_rng(i), width, height).rgb
             write_image_png(tmp / "in" / f"{i:04d}.png", rgb)
             images.append(rgb)
-        settings = GenerateConfig(device="cpu", batch_size=batch_size, scales=(0.5, 1.0, 2.0))
+        settings = replace(generate or GenerateConfig(scales=(0.5, 1.0, 2.0)), device="cpu", batch_size=batch_size)
         teacher = Teacher.load(tmp / "t.pt", settings, DataConfig())
         batches = [torch.from_numpy(np.stack(images[i : i + batch_size])) for i in range(0, n, batch_size)]
         samples = discover_folder(tmp / "in")
+        arrays = [batch.numpy() for batch in batches]
         warm = normalise(batches[0], teacher.mean, teacher.std)
         predict_logits(teacher.model, warm, settings.scales)
-        bare, full, bare_cpu, full_cpu = [], [], 0.0, 0.0
+        bare, full, bare_cpu, full_cpu, predict_cpu = [], [], 0.0, 0.0, 0.0
         for r in range(rounds):
             start, cpu = time.perf_counter(), time.process_time()
             for batch in batches:
                 predict_logits(teacher.model, normalise(batch, teacher.mean, teacher.std), settings.scales)
             bare.append(n / (time.perf_counter() - start))
             bare_cpu += time.process_time() - cpu
+            # the teacher's whole device side: forward, softmax/threshold/codes, attention maps, to uint8
+            cpu = time.process_time()
+            for array in arrays:
+                teacher.predict(array)
+            predict_cpu += time.process_time() - cpu
             job = GenerateJob(teacher=tmp / "t.pt", out=tmp / f"out{r}", generate=settings)
             start, cpu = time.perf_counter(), time.process_time()
             run_generate(job, samples, teacher=teacher)
@@ -167,15 +193,21 @@ def bench_throughput(
         "images": n,
         "size": f"{width}x{height}",
         "batch_size": batch_size,
-        "scales": [0.5, 1.0, 2.0],
+        "scales": list(settings.scales),
         "model_width": model_width,
+        "generate": {k: getattr(settings, k) for k in ("confidence", "attention", "encode_workers", "decode_workers")}
+        | {"centroid_tile": settings.centroid_tile, "chunk_size": settings.chunk_size},
         "bare_model_img_s": bare,
         "generate_img_s": full,
         "ratio_best": max(full) / max(bare),
         "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
         "ratio_median": statistics.median(f / b for f, b in zip(full, bare, strict=True)),
         # CPU seconds of all threads: on a CPU-only host every extra CPU second is lost model time,
-        # so this ratio bounds the wall-clock one and is robust to other processes' load
+        # so this ratio bounds the wall-clock one and is robust to other processes' load;
+        # predict_cpu_ratio: against Teacher.predict (the forward plus what runs on the device with it)
+        "predict_cpu_ratio": predict_cpu / full_cpu,
+        "host_core_ms_per_image": 1000 * (full_cpu - predict_cpu) / (n * rounds),
+        "threshold_core_ms_per_image": 1000 * (predict_cpu - bare_cpu) / (n * rounds),
         "cpu_ratio": bare_cpu / full_cpu,
     }
 

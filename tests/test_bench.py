@@ -116,3 +116,15 @@ def test_input_fingerprint_figure_is_the_hash_cost_relative_to_decoding():
     assert 1.0 <= details["file_mb"] <= 3.5  # the size the issue asks about: about 2 MB
     assert details["fingerprint_ms"] > 0 and details["decode_ms"] > 0
     assert figure.value == pytest.approx(details["fingerprint_ms"] / details["decode_ms"], rel=0.01)
+
+
+def test_host_work_figure_is_the_sum_of_its_parts_in_core_ms():
+    figure = bench_run.host_work(dataclasses.replace(TINY, hostwork_size=(128, 64), hostwork_images=1))
+    assert figure.unit == "core-ms" and figure.goal == "<= 150"
+    variants = figure.details["variants"]
+    defaults, with_attention = variants.values()
+    assert figure.value == pytest.approx(sum(defaults["core_ms"].values()))
+    assert set(defaults["core_ms"]) == set(figure.details["parts"])  # every part is defined
+    assert defaults["images_per_core_s"] == pytest.approx(1000 / figure.value)
+    assert defaults["core_ms"]["attention_encode"] == 0 < with_attention["core_ms"]["attention_encode"]
+    assert figure.details["profile_top"] and all(r["own_core_ms_per_image"] >= 0 for r in figure.details["profile_top"])

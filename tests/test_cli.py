@@ -565,14 +565,17 @@ def test_the_docs_use_only_current_option_names():
     text = text.replace("\\\n", " ")  # shell continuation lines
     checked = 0
     for match in re.finditer(r"autolabel ([a-z-]+)((?: [^`|\n]*)?)", text):
-        command = main.commands.get(match.group(1))
+        command, words = main.commands.get(match.group(1)), match.group(2)
+        if isinstance(command, click.Group):  # `autolabel review export ...`: the subcommand's options
+            sub, _, words = words.strip().partition(" ")
+            command = command.commands.get(sub)
         if command is None:
             continue
         visible = {"--help"}
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 visible.update(param.opts + param.secondary_opts)
-        for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2)):
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", words):
             if option == "--nproc_per_node":
                 continue
             assert option in visible, f"{match.group(0)!r}: {option} is not an option of {match.group(1)}"

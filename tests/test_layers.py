@@ -3,7 +3,7 @@
     errors < config, fs < classes < metrics       (0: the foundation, in this order)
     data                                            (1)
     synth, models, labelset                         (2)
-    generate, train, evaluate                       (3)
+    generate, train, evaluate, review               (3)
     report                                          (4)
     workflows                                       (5)
     api                                             (6)
@@ -26,7 +26,7 @@ LAYERS = {
     "errors": 0, "config": 0.1, "fs": 0.1, "classes": 0.2, "metrics": 0.3,
     "data": 1,
     "synth": 2, "models": 2, "labelset": 2,
-    "generate": 3, "train": 3, "evaluate": 3,
+    "generate": 3, "train": 3, "evaluate": 3, "review": 3,
     "report": 4,
     "workflows": 5,
     "api": 6,

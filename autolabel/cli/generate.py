@@ -85,6 +85,20 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
 @click.option(
     "--attention/--no-attention", default=None, help="Also write per-scale attention maps [generate.attention]."
 )
+@click.option(
+    "--decode-workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Image-decoding threads (default: from the usable cores) [generate.decode_workers].",
+)
+@click.option(
+    "--encode-workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Label/confidence encoding threads (default: from the usable cores) [generate.encode_workers].",
+)
 @values_option(
     "Values of the written label PNGs: train ids 0..C-1 or the dataset's label ids [generate.label_ids].", None
 )
@@ -134,6 +148,8 @@ def generate_cmd(
     tile_size: int | None,
     confidence: bool | None,
     attention: bool | None,
+    decode_workers: int | None,
+    encode_workers: int | None,
     values: str | None,
     shard_text: str | None,
     dask_workers: int | None,
@@ -172,6 +188,8 @@ def generate_cmd(
         Flag("--tile-size", "generate.tile_size", tile_size),
         Flag("--confidence", "generate.confidence", confidence),
         Flag("--attention", "generate.attention", attention),
+        Flag("--decode-workers", "generate.decode_workers", decode_workers),
+        Flag("--encode-workers", "generate.encode_workers", encode_workers),
         Flag("--values", "generate.label_ids", None if values is None else values == "label-ids"),
     ]
     # everything is checked before anything is written: flags like config values, the data, --out

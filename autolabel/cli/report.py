@@ -81,6 +81,13 @@ def without_staging(message: str, out: Path) -> str:
 )
 @click.option("--sample", default=12, show_default=True, type=click.IntRange(0), help="Images in the random sheet.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sheet.")
+@click.option(
+    "--review",
+    "review_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A review.json of `autolabel review export`: list its selection with scores and links.",
+)
 @alias_option("--dest", "--out", "--out DIR", type=FOLDER)
 @alias_option("--fine", "--data", "--data SPEC")
 @click.pass_context
@@ -96,6 +103,7 @@ def report(
     worst: int,
     sample: int,
     seed: int,
+    review_file: Path | None,
 ) -> None:
     """Write an HTML report of the label set LABELSET: counts, errors, time, class shares vs human labels,
     coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse).
@@ -126,6 +134,7 @@ def report(
                 fine_source=fine,
                 options=ReportOptions(worst=worst, sample=sample, seed=seed),
                 on_step=lambda name: bar.update(1),
+                review=review_file,
             )
     except AutolabelError as exc:
         raise type(exc)(without_staging(str(exc), dest)) from None

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from autolabel.classes import ClassSet, class_set_for_names
 from autolabel.config import DataConfig, GenerateConfig
 from autolabel.errors import CheckpointError
+from autolabel.generate.signals import ranking_signals, signal_keys
 from autolabel.labelset import confidence
 from autolabel.labelset.confidence import IGNORE, mean_probability, quantise
 from autolabel.models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -63,6 +64,7 @@ class PredictedBatch:
     mean_confidence: np.ndarray  # (B,)
     finite: np.ndarray  # (B,) bool: False where the teacher produced NaN/Inf logits
     attention: dict[str, np.ndarray]  # key -> (B, h, w) uint8 (0..255 = 0..1)
+    signals: dict[str, np.ndarray] = field(default_factory=dict)  # ranking signal -> (B,) float32 (generate.signals)
 
 
 class Teacher:
@@ -129,9 +131,10 @@ class Teacher:
         return cls(loaded, classes, dev, settings, data, ladder)
 
     def output_keys(self) -> set[str]:
-        """The model outputs labelling needs: the fused logits, and attention maps when they are kept."""
+        """The model outputs labelling needs: the fused logits, attention maps when they are kept, and what the
+        ranking signals are computed from."""
         attention = {f"attn_{s}x" for s in self.settings.scales} if self.settings.attention else set()
-        return {"pred", *attention}
+        return {"pred", *attention, *signal_keys(self.settings.scales, self.settings.flip)[0]}
 
     def predict(self, images: np.ndarray) -> PredictedBatch:
         """uint8 (B, H, W, 3) RGB -> thresholded labels, confidence codes, mean confidence, attention."""
@@ -149,8 +152,10 @@ class Teacher:
             tile_size=self.settings.tile_size,
             tile_overlap=self.settings.tile_overlap,
             keys=self.output_keys(),
+            input_size_keys=signal_keys(self.settings.scales, self.settings.flip)[1],
             precision=self.precision,
         )
+        signals = ranking_signals(outputs, self.settings.scales, self.settings.flip)
         result = threshold_batch(outputs["pred"], self.settings.threshold, self.ladder)
         attention = {}
         if self.settings.attention:
@@ -165,4 +170,5 @@ class Teacher:
             mean_confidence=result.mean_confidence.cpu().numpy(),
             finite=result.finite.cpu().numpy(),
             attention=attention,
+            signals={name: value.cpu().numpy() for name, value in signals.items()},
         )

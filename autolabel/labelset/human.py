@@ -81,6 +81,7 @@ def coarse_labelset(
                     {},
                     0.0,
                     input_fingerprint(Path(sample.image)),  # the image the labels belong to, as for auto labels
+                    source="coarse",
                 )
             )
         labelset.write_part(out, rows)

@@ -52,9 +52,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("input_sha256", pa.string()),
         # every file written for the image besides the label (confidence store, attention maps), relative to OUT
         ("output_files", pa.list_(OUTPUT_FILE_TYPE)),
+        # added for `review` (null in manifests written before them; readers take null source as "teacher"):
+        ("source", pa.string()),  # "teacher" | "human" (a `review import` correction) | "coarse" (labelset.human)
+        ("scale_disagreement", pa.float32()),  # share of pixels whose argmax differs, smallest vs largest scale
+        ("flip_disagreement", pa.float32()),  # share of pixels whose argmax differs, image vs its flip
     ]
 )
 TIMING_COLUMNS = ("seconds",)
+SIGNAL_COLUMNS = ("scale_disagreement", "flip_disagreement")  # measured by the teacher (generate.signals)
+SOURCES = ("teacher", "human", "coarse")
 
 
 def part_name(ids: Sequence[str]) -> str:

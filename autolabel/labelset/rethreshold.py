@@ -146,7 +146,20 @@ def _rethreshold_row(
     )
     sample = Sample(id=row["id"], image=Path(row["image"]))
     fingerprint = {k: row.get(k) for k in FINGERPRINT_KEYS}  # the same input as the source row's
-    new = finalise_image(settings, sample, labels, codes, row["mean_confidence"], {}, row["seconds"], fingerprint)
+    # the teacher's ranking signals and the label's source belong to the image, not to the threshold
+    signals = {name: row.get(name) for name in labelset.SIGNAL_COLUMNS}
+    new = finalise_image(
+        settings,
+        sample,
+        labels,
+        codes,
+        row["mean_confidence"],
+        {},
+        row["seconds"],
+        fingerprint,
+        signals=signals,
+        source=row.get("source") or "teacher",
+    )
     if not copy_codes:  # in place: the confidence array (and any attention map) stays as it is
         new["output_files"] = row.get("output_files")
     return new

@@ -19,8 +19,12 @@ import torch
 from torch import nn
 
 from autolabel.models.device import autocast
+from autolabel.models.mscale import resize_to
 
 Outputs = dict[str, torch.Tensor]
+# With flip: the flipped pass's own fused logits, flipped back (every other key is the average of both passes),
+# returned only when asked for in ``keys``; ``2 * pred - pred_flip`` is then the unflipped pass's logits.
+FLIP_KEY = "pred_flip"
 
 
 @torch.inference_mode()
@@ -32,6 +36,7 @@ def predict_logits(
     tile_size: int = 0,
     tile_overlap: float = 0.25,
     keys: Collection[str] | None = None,
+    input_size_keys: Collection[str] = (),
     precision: torch.dtype | None = None,
 ) -> Outputs:
     """Fused logits ``"pred"`` (B, C, H, W) plus the model's per-scale keys, in eval mode without gradients.
@@ -48,6 +53,8 @@ def predict_logits(
         keys: the output keys to return (None: all). Every other output is dropped as it leaves the model,
             before flip averaging or the next forward: ``pred_2.0x`` alone is C x 2H x 2W floats, more than
             the fused logits, and a full-size tiling canvas of it would cost more than the whole image.
+        input_size_keys: keys resized (bilinear) to the input's resolution, window by window before stitching,
+            so that e.g. ``pred_2.0x`` costs one C x H x W canvas instead of C x 2H x 2W.
         precision: the autocast dtype of the forward (``torch.bfloat16``/``torch.float16``), None for fp32;
             outputs are fp32 either way.
     """
@@ -55,8 +62,8 @@ def predict_logits(
         model.eval()
     window = _window_size(images.shape[-2:], scales, tile_size)
     if window is None:
-        return _predict_flip(model, images, scales, flip, keys, precision)
-    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys, precision)
+        return _predict_flip(model, images, scales, flip, keys, input_size_keys, precision)
+    return _predict_tiled(model, images, scales, flip, window, tile_overlap, keys, input_size_keys, precision)
 
 
 def _forward(
@@ -78,14 +85,22 @@ def _predict_flip(
     scales: Sequence[float],
     flip: bool,
     keys: Collection[str] | None = None,
+    input_size_keys: Collection[str] = (),
     precision: torch.dtype | None = None,
 ) -> Outputs:
     outputs = _forward(model, images, scales, keys, precision)
-    if not flip:
-        return outputs
-    flipped = _forward(model, images.flip(-1), scales, keys, precision)
-    # (a + b) * 0.5 in place on the sum: the same values as 0.5 * (a + b), one temporary fewer
-    return {key: (value + flipped.pop(key).flip(-1)).mul_(0.5) for key, value in outputs.items()}
+    if flip:
+        flipped = _forward(model, images.flip(-1), scales, keys, precision)
+        wants_flip = keys is not None and FLIP_KEY in keys and "pred" in flipped
+        flip_pred = flipped["pred"].flip(-1) if wants_flip else None  # a copy: the pop below leaves it alone
+        # (a + b) * 0.5 in place on the sum: the same values as 0.5 * (a + b), one temporary fewer
+        outputs = {key: (value + flipped.pop(key).flip(-1)).mul_(0.5) for key, value in outputs.items()}
+        if flip_pred is not None:
+            outputs[FLIP_KEY] = flip_pred
+    for key in input_size_keys:
+        if key in outputs:
+            outputs[key] = resize_to(outputs[key], images.shape[-2:])
+    return outputs
 
 
 def _window_size(size: Sequence[int], scales: Sequence[float], tile_size: int) -> tuple[int, int] | None:
@@ -116,6 +131,7 @@ def _predict_tiled(
     window: tuple[int, int],
     overlap: float,
     keys: Collection[str] | None = None,
+    input_size_keys: Collection[str] = (),
     precision: torch.dtype | None = None,
 ) -> Outputs:
     """Sliding-window prediction; every kept output key is stitched at its own resolution and averaged."""
@@ -125,7 +141,7 @@ def _predict_tiled(
     for y0 in _starts(height, window[0], overlap):
         for x0 in _starts(width, window[1], overlap):
             crop = images[..., y0 : y0 + window[0], x0 : x0 + window[1]]
-            for key, value in _predict_flip(model, crop, scales, flip, keys, precision).items():
+            for key, value in _predict_flip(model, crop, scales, flip, keys, input_size_keys, precision).items():
                 # a key's resolution relative to the input (1 for "pred", s for "pred_{s}x")
                 ry, rx = value.shape[-2] / window[0], value.shape[-1] / window[1]
                 if key not in sums:

@@ -24,6 +24,7 @@ from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
 from autolabel.labelset import confidence
 from autolabel.report import collect, html, plots
 from autolabel.report.diff import diff_section, read_diff
+from autolabel.report.review import review_section
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def build_report(
     classes: ClassSet | None = None,
     options: ReportOptions = ReportOptions(),
     on_step: Callable[[str], None] | None = None,
+    review: Path | None = None,
 ) -> Path:
     """Write the report of the label set in ``out`` to ``dest`` (default ``OUT/report``); returns the page.
 
@@ -76,7 +78,8 @@ def build_report(
     threshold next to the coverage curve). ``fine_source`` (a source description as in
     :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
     the ``train`` split of a Cityscapes source). ``diff`` is a JSON of ``autolabel diff`` from a previous
-    label set to this one (``rounds`` writes one per round), shown after the overview.
+    label set to this one (``rounds`` writes one per round), shown after the overview. ``review`` is a
+    ``review.json`` of `autolabel review export`, whose selection gets its own section.
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
@@ -92,6 +95,9 @@ def build_report(
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
         if changes is not None:
             sections.insert(1, diff_section(changes))
+        if review is not None:
+            sheets = next((i for i, part in enumerate(sections) if 'id="worst"' in part), len(sections))
+            sections.insert(sheets, review_section(review, dest, meta))  # before the picture sheets
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
         replace_dir(staging, dest)

@@ -79,7 +79,9 @@ def build_train_data(
     )
     val = discover_split(cfg.data, cfg.data.val_split) if cfg.train.val_every else []
     labelled_val = [s for s in val if s.label is not None]
-    return TrainData(TrainDataset(sources, transform, weights), planner, labelled_val)
+    human = cfg.student.human_loss_weight if cfg.student.human_loss_weight is not None else cfg.student.fine_loss_weight
+    dataset = TrainDataset(sources, transform, weights, human_loss_weight=human if student else None)
+    return TrainData(dataset, planner, labelled_val)
 
 
 def _fine_centroids(

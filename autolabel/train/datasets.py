@@ -92,6 +92,8 @@ class AutoLabelSource:
         if self.manifest.num_rows == 0:
             raise LabelSetError(f"{self.out}: the label set has no usable (status ok) images")
         self.rows = self.manifest.select(["id", "image", "label"]).to_pylist()
+        # images a human corrected (`review import`) hold fine labels: own loss weight, no coarse fusion
+        self.human = [source == "human" for source in self.manifest.column("source").to_pylist()]
         self.ladder = tuple(self.meta["ladder"])
         self.threshold = self._check_threshold(threshold)
         self.label_lut = self._stored_value_lut(classes)
@@ -142,7 +144,7 @@ class AutoLabelSource:
             codes = load_confidence(self.out, row["id"])
             label = rethreshold_array(label, codes, self.threshold, self.ladder)
         coarse_path = self.coarse.get(row["id"])
-        if coarse_path is not None and self.coarse_classes.size:
+        if coarse_path is not None and self.coarse_classes.size and not self.human[index]:
             label = fuse_coarse(label, read_label(coarse_path, self.coarse_lut), self.coarse_classes)
         return image, label
 
@@ -160,7 +162,8 @@ class TrainDataset(torch.utils.data.Dataset):
     """Augmented crops of several sources, indexed by :class:`PlanItem`.
 
     Each item is ``{"image": uint8 (h, w, 3), "label": uint8 (h, w), "weight": float32, "source": int64}``
-    where ``weight`` is the source's loss weight.
+    where ``weight`` is the source's loss weight, or ``human_loss_weight`` for an auto-label set's image that
+    a human corrected (when given).
     """
 
     def __init__(
@@ -168,10 +171,12 @@ class TrainDataset(torch.utils.data.Dataset):
         sources: Sequence[FineSource | AutoLabelSource],
         transform: TrainTransform,
         loss_weights: Sequence[float] | None = None,
+        human_loss_weight: float | None = None,
     ):
         self.sources = list(sources)
         self.transform = transform
         self.loss_weights = list(loss_weights) if loss_weights is not None else [1.0] * len(self.sources)
+        self.human_loss_weight = human_loss_weight
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -187,6 +192,13 @@ class TrainDataset(torch.utils.data.Dataset):
         return {
             "image": torch.from_numpy(image),
             "label": torch.from_numpy(label),
-            "weight": torch.tensor(self.loss_weights[item.source], dtype=torch.float32),
+            "weight": torch.tensor(self.loss_weight(item), dtype=torch.float32),
             "source": torch.tensor(item.source, dtype=torch.int64),
         }
+
+    def loss_weight(self, item: PlanItem) -> float:
+        """The loss weight of one item: its source's, or the human one for a corrected image."""
+        source = self.sources[item.source]
+        if self.human_loss_weight is not None and isinstance(source, AutoLabelSource) and source.human[item.item]:
+            return self.human_loss_weight
+        return self.loss_weights[item.source]
