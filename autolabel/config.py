@@ -189,6 +189,13 @@ class LossConfig:
     main: Literal["rmi", "ce"] = "rmi"
     aux_weight: float = num(0.4, 0.0)
     scale_weight: float = num(0.05, 0.0)  # supervised multi-scale loss on each scale's own prediction
+    # per-class weights of the cross-entropy (one per class; empty = all 1): a class-balanced loss for a small
+    # model on a short schedule, where rare thin classes are otherwise never learned (pipelines/demo.toml)
+    class_weights: tuple[float, ...] = num((), 0.0)
+
+    def __post_init__(self) -> None:
+        if self.class_weights and self.main != "ce":
+            raise ConfigError(f"loss.class_weights: only with loss.main = 'ce', not {self.main!r}")
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def bench_throughput(
         _tiny_teacher(tmp / "t.pt", model_width)
         images = []
         for i in range(n):
-            rgb = render_scene(np.random.default_rng(i), width, height).rgb
+            rgb = render_scene(np.random.default_rng(i), width, height, version=1).rgb
             write_image_png(tmp / "in" / f"{i:04d}.png", rgb)
             images.append(rgb)
         settings = replace(generate or GenerateConfig(scales=(0.5, 1.0, 2.0)), device="cpu", batch_size=batch_size)

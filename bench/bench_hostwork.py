@@ -50,7 +50,7 @@ def _inputs(tmp: Path, images: int, size: tuple[int, int]) -> list[tuple[Path, n
     inputs = []
     for i in range(images):
         path = tmp / "in" / f"{i:03d}.png"
-        write_image_png(path, render_scene(np.random.default_rng(100 + i), width, height).rgb)
+        write_image_png(path, render_scene(np.random.default_rng(100 + i), width, height, version=1).rgb)
         labels, codes = teacher_like_maps(width, height, seed=i)
         inputs.append((path, labels, codes))
     return inputs
