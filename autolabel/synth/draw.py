@@ -222,6 +222,28 @@ def draw_hedge(canvas: Canvas, street: View, side: int, foot_u: float, rng: np.r
     canvas.paint(mask, "vegetation", vegetation_colour(rng), xs=xs, grain=16.0, blotch=22.0)
 
 
+def draw_car_body(canvas: Canvas, x: float, foot: float, w: float, h: float, rng: np.random.Generator) -> None:
+    """A car seen from behind standing at ``(x, foot)``, ``w`` x ``h`` px: body, cabin, two wheels and the rear
+    window (one instance; small cars are often left out of the instance set, as far-away ones in Cityscapes)."""
+    inst = canvas.instance(keep_prob=0.85 if h > 0.12 * canvas.height else 0.3)
+    body = rng.uniform(20, 220, size=3)
+    cabin_w = w * rng.uniform(0.65, 0.8)
+    parts = [
+        (canvas.rect(x - w / 2, x + w / 2, foot - 0.65 * h, foot - 0.1 * h), body),
+        (canvas.rect(x - cabin_w / 2, x + cabin_w / 2, foot - h, foot - 0.6 * h), body),
+        (canvas.ellipse(x - 0.32 * w, foot - 0.1 * h, 0.11 * w, 0.1 * h), np.full(3, 25.0)),
+        (canvas.ellipse(x + 0.32 * w, foot - 0.1 * h, 0.11 * w, 0.1 * h), np.full(3, 25.0)),
+    ]
+    for window, colour in parts:
+        if window is not None:
+            ys, xs, mask = window
+            canvas.paint(mask, "car", colour, ys=ys, xs=xs, grain=4.0, blotch=3.0, inst=inst)
+    glass = canvas.rect(x - cabin_w * 0.42, x + cabin_w * 0.42, foot - 0.93 * h, foot - 0.66 * h)
+    if glass is not None:
+        ys, xs, mask = glass
+        canvas.shade(mask, rng.uniform(30, 80, size=3), ys=ys, xs=xs, grain=3.0, blotch=4.0)
+
+
 def vegetation_colour(rng: np.random.Generator) -> np.ndarray:
     return np.array([rng.uniform(35, 95), rng.uniform(80, 145), rng.uniform(20, 65)])
 

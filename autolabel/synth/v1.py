@@ -16,6 +16,7 @@ from autolabel.synth.draw import (
     Canvas,
     Scene,
     draw_buildings,
+    draw_car_body,
     draw_hedge,
     draw_sign,
     draw_sky,
@@ -152,23 +153,7 @@ def _draw_person(canvas: Canvas, street: _Street, rng: np.random.Generator, t: f
 def _draw_car(canvas: Canvas, street: _Street, rng: np.random.Generator, t: float) -> None:
     x, foot, scale = street.ground_point(rng.uniform(*street.road), t, canvas.height)
     w, h = scale * rng.uniform(1.4, 1.7), scale * rng.uniform(1.1, 1.35)
-    inst = canvas.instance(keep_prob=0.85 if h > 0.12 * canvas.height else 0.3)
-    body = rng.uniform(20, 220, size=3)
-    cabin_w = w * rng.uniform(0.65, 0.8)
-    parts = [
-        (canvas.rect(x - w / 2, x + w / 2, foot - 0.65 * h, foot - 0.1 * h), body),
-        (canvas.rect(x - cabin_w / 2, x + cabin_w / 2, foot - h, foot - 0.6 * h), body),
-        (canvas.ellipse(x - 0.32 * w, foot - 0.1 * h, 0.11 * w, 0.1 * h), np.full(3, 25.0)),
-        (canvas.ellipse(x + 0.32 * w, foot - 0.1 * h, 0.11 * w, 0.1 * h), np.full(3, 25.0)),
-    ]
-    for window, colour in parts:
-        if window is not None:
-            ys, xs, mask = window
-            canvas.paint(mask, "car", colour, ys=ys, xs=xs, grain=4.0, blotch=3.0, inst=inst)
-    glass = canvas.rect(x - cabin_w * 0.42, x + cabin_w * 0.42, foot - 0.93 * h, foot - 0.66 * h)
-    if glass is not None:
-        ys, xs, mask = glass
-        canvas.shade(mask, rng.uniform(30, 80, size=3), ys=ys, xs=xs, grain=3.0, blotch=4.0)
+    draw_car_body(canvas, x, foot, w, h, rng)
     for offset in (-0.42, 0.42):
         light = canvas.rect(x + offset * w - 0.06 * w, x + offset * w + 0.06 * w, foot - 0.55 * h, foot - 0.47 * h)
         if light is not None:
