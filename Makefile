@@ -52,7 +52,7 @@ $(REVIEW_STAMP): tests/tools/requirements.txt
 review-venv: $(REVIEW_STAMP)
 
 test: $(STAMP) $(REVIEW_STAMP)
-	AUTOLABEL_REVIEW_PYTHON=$(REVIEW_VENV)/bin/python $(PY) -m pytest -q --timeout=900 tests
+	AUTOLABEL_REVIEW_PYTHON=$(abspath $(REVIEW_VENV))/bin/python $(PY) -m pytest -q --timeout=900 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
@@ -122,7 +122,7 @@ SCHEDULER ?=
 SET ?=
 # the dataset root: DATA=..., or the pipeline's own names for it; the demo pipeline reads the synthetic city
 DATA ?= $(or $(CITYSCAPES),$(IMAGES),$(if $(filter demo,$(PIPELINE_NAME)),$(OUT)/city))
-SYNTH_ARGS ?= --train 200 --val 50 --extra 400 --size 256x128 --seed 0
+SYNTH_ARGS ?= --train 200 --val 50 --extra 400 --size 512x256 --seed 0
 TEACHER_RUN := $(OUT)/teacher
 STUDENT_RUN := $(OUT)/student
 LABELS ?= $(OUT)/labels

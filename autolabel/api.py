@@ -39,7 +39,7 @@ from autolabel.evaluate.checkpoint import evaluate_checkpoint as _evaluate_check
 from autolabel.evaluate.predictions import LABEL_IDS_DIR, prediction_folder
 from autolabel.evaluate.predictions import evaluate_predictions as _evaluate_predictions
 from autolabel.fs import output_dir_problem, write_json
-from autolabel.generate.planner import LabelPlan
+from autolabel.generate.planner import LabelPlan, auto_tiling
 from autolabel.generate.planner import plan_labels as plan_generate
 from autolabel.generate.runner import GenerateJob, GenerateResult, run_generate
 from autolabel.generate.sharding import Shard, parse_shard, shard_from_env
@@ -188,13 +188,15 @@ def generate_labels(
         teacher, data, out, config, classes, shard, limit, overwrite=overwrite, fail_fast=fail_fast, settings=settings
     )
     job = dataclasses.replace(job, recheck_inputs=recheck_inputs, wait=wait)
+    # with a memory budget and tile_size 0 the planner picks the tiling first (here, on this process's device)
+    job, teacher_model = auto_tiling(job, samples, class_set)
     if on_total is not None:
         on_total(_shard_size(len(samples), job.shard, limit))
     if workers is not None or scheduler is not None:
         from autolabel.generate.dask_runner import run_generate_dask  # dask is heavy: only when asked for
 
         return run_generate_dask(job, samples, class_set, workers=workers or 0, scheduler=scheduler, on_image=on_image)
-    return run_generate(job, samples, class_set, on_image=on_image)
+    return run_generate(job, samples, class_set, on_image=on_image, teacher=teacher_model)
 
 
 def plan_labels(
@@ -206,15 +208,18 @@ def plan_labels(
     classes: Literal["config", "teacher"] | None = None,
     shard: str | Shard | None = None,
     limit: int | None = None,
+    devices: int | None = None,
     **settings: Any,
 ) -> LabelPlan:
-    """What :func:`generate_labels` with the same arguments would do, and a time estimate; writes nothing.
+    """What :func:`generate_labels` with the same arguments would do, with the tiling it would choose and
+    the time, peak memory and output size predicted from a few real images; writes nothing.
 
     Args:
         teacher, data, out, config, classes, shard, limit, settings: as for :func:`generate_labels`.
+        devices: how many devices the shards run on, for the all-shards wall time (default: the shard count).
     """
     job, samples, class_set = _generate_job(teacher, data, out, config, classes, shard, limit, settings=settings)
-    return plan_generate(job, samples, class_set)
+    return plan_generate(job, samples, class_set, devices=devices)
 
 
 def _generate_job(

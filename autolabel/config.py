@@ -53,6 +53,58 @@ def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# sizes in bytes
+
+# SLURM's --mem letters (K, M, G, T) are binary, as are KiB..TiB; kB, MB, GB, TB are decimal
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*")
+MEMORY_BUDGET_WORDS = ("auto", "none")
+
+
+def parse_size(text: str, *, key: str = "size") -> int:
+    """Bytes in ``text``: ``8GiB``, ``8G`` (binary, as SLURM's ``--mem``), ``500MB`` (decimal), ``1.5GiB``,
+    or a plain number of bytes; a :class:`ConfigError` naming ``key`` otherwise."""
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ConfigError(
+            f"{key}: {text!r} is not a size; expected a number with a unit such as 8GiB, 8G, 500MB or 4096 (bytes)"
+        )
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise ConfigError(f"{key}: {text!r} is not a positive size")
+    return value
+
+
+def format_size(nbytes: float) -> str:
+    """``1.50 GiB``, ``31.2 MiB``, ``312 MiB``: binary units, three significant digits."""
+    value, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"{value:.{digits}f} {unit}"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # sections
 
 
@@ -141,6 +193,13 @@ class LossConfig:
     main: Literal["rmi", "ce"] = "rmi"
     aux_weight: float = num(0.4, 0.0)
     scale_weight: float = num(0.05, 0.0)  # supervised multi-scale loss on each scale's own prediction
+    # per-class weights of the cross-entropy (one per class; empty = all 1): a class-balanced loss for a small
+    # model on a short schedule, where rare thin classes are otherwise never learned (pipelines/demo.toml)
+    class_weights: tuple[float, ...] = num((), 0.0)
+
+    def __post_init__(self) -> None:
+        if self.class_weights and self.main != "ce":
+            raise ConfigError(f"loss.class_weights: only with loss.main = 'ce', not {self.main!r}")
 
 
 @dataclass(frozen=True)
@@ -216,8 +275,9 @@ class GenerateConfig:
     tile_size: int = num(0, 0)  # sliding-window inference when a scaled side exceeds this (0 = never)
     tile_overlap: float = num(0.25, 0.0, 0.9)  # fraction of a window shared with its neighbour
     chunk_size: int = num(64, 1)  # images per task / manifest part
-    encode_workers: int = num(2, 0)  # writer threads (PNG + zarr encoding releases the GIL)
-    decode_workers: int = num(2, 1)  # image-decoding threads
+    # writer / image-decoding threads; unset: sized from the usable cores (autolabel/generate/pools.py)
+    encode_workers: int | None = num(None, 0)  # 0 counts as 1 (PNG + zstd encoding release the GIL)
+    decode_workers: int | None = num(None, 1)
     png_compress_level: int = num(9, 0, 9)
     # the confidence store's grid: every multiple of ladder_step from ladder_bottom to ladder_top, plus the
     # thresholds themselves; re-thresholding is exact at each (docs/method.md, "Confidence store"; the default
@@ -232,6 +292,9 @@ class GenerateConfig:
     # `autolabel calibrate`'s calibration.json for this teacher: logits / T before the softmax, and its
     # per-class thresholds (generate.threshold is then unused)
     calibration: Path | None = None
+    # the memory labelling may use: "auto" (a GPU's free memory; no budget on the CPU), "none", or a size such
+    # as "8GiB"/"500MB"; with a budget and tile_size 0 the planner picks the tiling (docs/usage.md, "Planning")
+    memory_budget: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.scales or list(self.scales) != sorted(set(self.scales)):
@@ -240,6 +303,11 @@ class GenerateConfig:
             raise ConfigError(
                 f"generate.ladder_bottom ({self.ladder_bottom}) must not exceed generate.ladder_top ({self.ladder_top})"
             )
+        if self.memory_budget not in MEMORY_BUDGET_WORDS:
+            try:
+                parse_size(self.memory_budget, key="generate.memory_budget")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; or auto (a GPU's free memory) or none") from None
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ import functools
 import io
 import json
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,36 +33,16 @@ from PIL import Image
 from autolabel.classes import CITYSCAPES
 from autolabel.config import GenerateConfig
 from autolabel.data.io import encode_label_png, write_image_png
+from autolabel.generate import hostcost
 from autolabel.labelset import confidence
 from autolabel.synth import render_scene
 
 SIZE = (2048, 1024)  # (W, H)
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Box dilation by an integral image (no scipy here)."""
-    pad = np.pad(mask.astype(np.int32), radius + 1)
-    integral = pad.cumsum(0).cumsum(1)
-    k = 2 * radius + 1
-    h, w = mask.shape
-    total = integral[k : k + h, k : k + w] - integral[:h, k : k + w] - integral[k : k + h, :w] + integral[:h, :w]
-    return total > 0
-
-
 def teacher_like_maps(seed: int, ladder_len: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """(labels with ignore, confidence codes) imitating a thresholded teacher on a Cityscapes-like scene."""
-    rng = np.random.default_rng(seed)
-    scene = render_scene(rng, *SIZE)
-    train = CITYSCAPES.label_to_train_lut()[scene.label]
-    boundary = np.zeros(train.shape, bool)
-    boundary[:, 1:] |= train[:, 1:] != train[:, :-1]
-    boundary[1:, :] |= train[1:, :] != train[:-1, :]
-    codes = np.full(train.shape, ladder_len, np.uint8)
-    for code in range(ladder_len - 1, -1, -1):  # code k within 1 + 2k px of a boundary
-        codes[_dilate(boundary, 1 + 2 * code)] = code
-    codes[train == 255] = 0
-    labels = np.where(codes > 0, train, 255).astype(np.uint8)
-    return labels, codes
+    return hostcost.teacher_like_maps(*SIZE, seed=seed, ladder_len=ladder_len)
 
 
 # Teachers the store is measured with: how far from a class boundary (in px at 2048x1024) the logit margin
@@ -76,7 +58,8 @@ def teacher_like_probabilities(seed: int, teacher: str = "confident") -> tuple[n
     upsampled bilinearly as a network's logits are, plus (``"unsure"``) smooth doubt over broad regions."""
     reach, doubt = TEACHERS[teacher]
     rng = np.random.default_rng(seed)
-    scene = render_scene(rng, *SIZE)
+    # version 1: the scenes the store's figures (docs/label_quality.md, docs/bench.md) were measured with
+    scene = render_scene(rng, *SIZE, version=1)
     train = CITYSCAPES.label_to_train_lut()[scene.label]
     small = train[2::4, 2::4]  # stride 4: what the network resolves
     boundary = np.zeros(small.shape, bool)
@@ -84,7 +67,7 @@ def teacher_like_probabilities(seed: int, teacher: str = "confident") -> tuple[n
     boundary[1:, :] |= small[1:, :] != small[:-1, :]
     distance = np.full(small.shape, 12.0, np.float32)  # in stride-4 pixels, capped at 48 px
     for radius in range(11, -1, -1):
-        distance[_dilate(boundary, radius)] = radius
+        distance[hostcost._dilate(boundary, radius)] = radius
     margin = torch.from_numpy(4.0 * distance / reach)[None, None]
     margin = torch.nn.functional.interpolate(margin, size=train.shape, mode="bilinear", align_corners=False)[0, 0]
     if doubt:
@@ -148,21 +131,44 @@ def pillow_png(labels: np.ndarray, level: int) -> bytes:
     return buffer.getvalue()
 
 
+def up_png(labels: np.ndarray, level: int, strategy: int) -> bytes:
+    """The pipeline's PNG (every row up-filtered) with another zlib strategy: a setting not chosen."""
+    height, width = labels.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)  # (H, 1 + W): filter byte + row
+    rows[:, 0] = 2
+    rows[0, 1:] = labels[0]
+    np.subtract(labels[1:], labels[:-1], out=rows[1:, 1:])
+    deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = deflate.compress(rows.tobytes()) + deflate.flush()
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 PNG_WRITERS = {  # setting name -> encoder; the pipeline's is encode_label_png ("up" filter on every row)
-    **{f"up filter, zlib {level}": functools.partial(encode_label_png, compress_level=level) for level in (1, 6, 9)},
+    **{
+        f"up filter, zlib {level}": functools.partial(encode_label_png, compress_level=level)
+        for level in (1, 3, 6, 8, 9)
+    },
+    "up filter, zlib 9, Z_RLE": functools.partial(up_png, level=9, strategy=zlib.Z_RLE),
+    "up filter, zlib 9, Z_FILTERED": functools.partial(up_png, level=9, strategy=zlib.Z_FILTERED),
     **{f"Pillow, zlib {level}": functools.partial(pillow_png, level=level) for level in (1, 6, 9)},
 }
 
 
 def bench_png(n: int) -> dict:
+    """KB and encode CPU ms (this thread, median over maps) of every PNG setting at 2048x1024."""
     maps = [teacher_like_maps(i)[0] for i in range(n)]
     results = {}
     for name, encode in PNG_WRITERS.items():
         sizes, times = [], []
         for labels in maps:
-            start = time.perf_counter()
+            start = time.thread_time()
             data = encode(labels)
-            times.append(time.perf_counter() - start)
+            times.append(time.thread_time() - start)
             sizes.append(len(data))
         results[name] = {"kb": statistics.mean(sizes) / 1024, "encode_ms": 1000 * statistics.median(times)}
     ignored = statistics.mean(float((m == 255).mean()) for m in maps)
@@ -183,13 +189,19 @@ def bench_confidence(n: int, levels: tuple[int, ...] = (3, 9, 15, 17, 19)) -> di
     )
     results = {}
     for level in levels:
+        encode_s = []
+        for classes, codes in planes:
+            start = time.thread_time()
+            confidence.array_files(classes, codes, level)
+            encode_s.append(time.thread_time() - start)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             sizes = [confidence.write_maps(Path(tmp), f"img{i}", c, k, level) for i, (c, k) in enumerate(planes)]
             ms = 1000 * (time.perf_counter() - start) / n
         results[f"zstd level {level}"] = {
             "kb": statistics.mean(sizes) / 1024,
-            "write_ms": ms,
+            "encode_ms": 1000 * statistics.median(encode_s),  # CPU time of this thread: the host cost
+            "write_ms": ms,  # wall time of encode + write (temp folder, fsync, rename)
             "ratio_to_label": statistics.mean(sizes) / label_bytes,
         }
     return {"images": n, "label_kb": label_bytes / 1024, "rungs": len(grid), "settings": results}
@@ -206,14 +218,22 @@ def _tiny_teacher(path: Path, width: str = "tiny") -> None:
 
 
 def bench_throughput(
-    n: int, width: int, height: int, batch_size: int, rounds: int = 3, model_width: str = "tiny"
+    n: int,
+    width: int,
+    height: int,
+    batch_size: int,
+    rounds: int = 3,
+    model_width: str = "tiny",
+    generate: GenerateConfig | None = None,
 ) -> dict:
     """generate (decode + infer + encode + write, from disk) vs the bare model on preloaded tensors.
 
     The two are measured alternately, ``rounds`` times, so load from other processes hits both alike
     (median of the per-round wall-clock ratios); ``cpu_ratio`` compares CPU seconds of the same runs.
+    ``generate``: the settings of the run (e.g. the demo's; on the CPU, ``batch_size`` replaced), default
+    scales 0.5/1/2 with the confidence store and no attention maps.
     """
-    from autolabel.config import DataConfig, GenerateConfig
+    from autolabel.config import DataConfig, replace
     from autolabel.data.datasets import discover_folder
     from autolabel.generate.runner import GenerateJob, run_generate
     from autolabel.generate.teacher import Teacher
@@ -227,22 +247,28 @@ def bench_throughput(
         _tiny_teacher(tmp / "t.pt", model_width)
         images = []
         for i in range(n):
-            rgb = render_scene(np.random.default_rng(i), width, height).rgb
+            rgb = render_scene(np.random.default_rng(i), width, height, version=1).rgb
             write_image_png(tmp / "in" / f"{i:04d}.png", rgb)
             images.append(rgb)
-        settings = GenerateConfig(device="cpu", batch_size=batch_size, scales=(0.5, 1.0, 2.0))
+        settings = replace(generate or GenerateConfig(scales=(0.5, 1.0, 2.0)), device="cpu", batch_size=batch_size)
         teacher = Teacher.load(tmp / "t.pt", settings, DataConfig())
         batches = [torch.from_numpy(np.stack(images[i : i + batch_size])) for i in range(0, n, batch_size)]
         samples = discover_folder(tmp / "in")
+        arrays = [batch.numpy() for batch in batches]
         warm = normalise(batches[0], teacher.mean, teacher.std)
         predict_logits(teacher.model, warm, settings.scales)
-        bare, full, bare_cpu, full_cpu = [], [], 0.0, 0.0
+        bare, full, bare_cpu, full_cpu, predict_cpu = [], [], 0.0, 0.0, 0.0
         for r in range(rounds):
             start, cpu = time.perf_counter(), time.process_time()
             for batch in batches:
                 predict_logits(teacher.model, normalise(batch, teacher.mean, teacher.std), settings.scales)
             bare.append(n / (time.perf_counter() - start))
             bare_cpu += time.process_time() - cpu
+            # the teacher's whole device side: forward, softmax/threshold/codes, attention maps, to uint8
+            cpu = time.process_time()
+            for array in arrays:
+                teacher.predict(array)
+            predict_cpu += time.process_time() - cpu
             job = GenerateJob(teacher=tmp / "t.pt", out=tmp / f"out{r}", generate=settings)
             start, cpu = time.perf_counter(), time.process_time()
             run_generate(job, samples, teacher=teacher)
@@ -252,15 +278,21 @@ def bench_throughput(
         "images": n,
         "size": f"{width}x{height}",
         "batch_size": batch_size,
-        "scales": [0.5, 1.0, 2.0],
+        "scales": list(settings.scales),
         "model_width": model_width,
+        "generate": {k: getattr(settings, k) for k in ("confidence", "attention", "encode_workers", "decode_workers")}
+        | {"centroid_tile": settings.centroid_tile, "chunk_size": settings.chunk_size},
         "bare_model_img_s": bare,
         "generate_img_s": full,
         "ratio_best": max(full) / max(bare),
         "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
         "ratio_median": statistics.median(f / b for f, b in zip(full, bare, strict=True)),
         # CPU seconds of all threads: on a CPU-only host every extra CPU second is lost model time,
-        # so this ratio bounds the wall-clock one and is robust to other processes' load
+        # so this ratio bounds the wall-clock one and is robust to other processes' load;
+        # predict_cpu_ratio: against Teacher.predict (the forward plus what runs on the device with it)
+        "predict_cpu_ratio": predict_cpu / full_cpu,
+        "host_core_ms_per_image": 1000 * (full_cpu - predict_cpu) / (n * rounds),
+        "threshold_core_ms_per_image": 1000 * (predict_cpu - bare_cpu) / (n * rounds),
         "cpu_ratio": bare_cpu / full_cpu,
     }
 

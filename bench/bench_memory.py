@@ -34,7 +34,7 @@ torch.set_num_threads(int(sys.argv[6]))
 checkpoint, width, height, tile = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 settings = GenerateConfig(device="cpu", scales=(0.5, 1.0, 2.0), tile_size=tile, confidence=False)
 teacher = Teacher.load(checkpoint, settings, DataConfig())
-image = render_scene(np.random.default_rng(0), width, height).rgb[None]  # (1, H, W, 3) uint8
+image = render_scene(np.random.default_rng(0), width, height, version=1).rgb[None]  # (1, H, W, 3) uint8
 before = current_rss_mb()
 with timed() as t:
     labels = teacher.predict(image).labels[0]

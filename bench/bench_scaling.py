@@ -34,7 +34,7 @@ from autolabel.synth import render_scene
 
 def _write_inputs(folder: Path, count: int, size: tuple[int, int]) -> None:
     for i in range(count):
-        write_image_png(folder / f"{i:04d}.png", render_scene(np.random.default_rng(i), *size).rgb)
+        write_image_png(folder / f"{i:04d}.png", render_scene(np.random.default_rng(i), *size, version=1).rgb)
 
 
 def _rate_on_cluster(workers: int, teacher: Path, inputs: Path, out: Path, settings: GenerateConfig) -> float:

@@ -102,7 +102,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         city = Path(tmp) / "city"
-        make_synthetic_city(city, train=args.images, val=0, extra=0, size=args.size, seed=0)
+        make_synthetic_city(city, train=args.images, val=0, extra=0, size=args.size, seed=0, version=1)
         samples = discover_cityscapes(city, "train")
         crop_w, crop_h = args.crop
 

@@ -1,6 +1,6 @@
 """``make bench``: every performance figure of the pipeline, each a ratio of two things measured in one run.
 
-    python bench/run.py                      # the full set (< 15 min on 2 cores)
+    python bench/run.py                      # the full set (< 15 min on 2 cores, and about an hour of planner_accuracy)
     BENCH_QUICK=1 python bench/run.py        # smaller inputs, fewer repeats (< 2 min)
     python bench/run.py --only label_footprint,confidence_store
 
@@ -12,6 +12,7 @@ ratios compare two ways of doing the same work on the same machine, side by side
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -28,19 +29,24 @@ import numpy as np
 import torch
 from bench_cli import bench_cli_startup
 from bench_generate import bench_confidence, bench_png, bench_store_levels, bench_throughput, teacher_like_maps
+from bench_hostwork import bench_hostwork
 from bench_memory import bench_rss_growth, bench_tiled
 from bench_models import NUM_CLASSES, bench_inference, bench_training
+from bench_planner import bench_planner
+from bench_planner import table as planner_table
 from bench_scaling import bench_scaling
 from bench_train import run_benchmark as bench_loader
 from common import Figure, current_command, machine_info
 from numcodecs import Zstd
 from PIL import Image
 
-from autolabel.config import GenerateConfig
+import autolabel
+from autolabel.config import GenerateConfig, load_config
 from autolabel.data.io import encode_label_png, read_image
 from autolabel.fs import atomic_write_bytes
 from autolabel.labelset import checksums, confidence
 from autolabel.models.device import keep_freed_memory
+from autolabel.workflows.steps import DemoSettings
 
 log = logging.getLogger("bench")
 
@@ -54,7 +60,6 @@ class BenchSize:
     label_maps: int  # 2048x1024 label / confidence maps encoded
     zstd_levels: tuple[int, ...]  # confidence-store levels compared (the chosen one is always added)
     throughput_runs: tuple[tuple[str, int], ...]  # (teacher width, images); the last one is the figure
-    throughput_size: tuple[int, int]  # (W, H)
     throughput_rounds: int
     model_size: tuple[int, int]  # (H, W) of the hierarchical-overhead and training-step inputs
     model_repeats: int
@@ -69,14 +74,20 @@ class BenchSize:
     scaling_rounds: int
     fingerprint_repeats: int  # fingerprints (and decodes) of the ~2 MB PNG timed
     startup_repeats: int = 5  # fresh `autolabel ... --help` processes per command
+    hostwork_images: int = 2  # 2048x1024 synthetic city images whose host work is measured part by part
+    hostwork_repeats: int = 3  # each part's least CPU time of this many runs
+    hostwork_size: tuple[int, int] = LABEL_SIZE  # (W, H)
+    # planner_accuracy: teacher widths, image sizes (W, H) and images per real run (bench/bench_planner.py)
+    planner_models: tuple[str, ...] = ("tiny", "w18_small")
+    planner_sizes: tuple[tuple[int, int], ...] = ((512, 256), (1024, 512), (2048, 1024))
+    planner_images: int = 20
 
 
 FULL = BenchSize(
     label_maps=4,
-    zstd_levels=(3, 9, 19),
-    throughput_runs=(("tiny", 16), ("w18_small", 4)),
-    throughput_size=(512, 256),
-    throughput_rounds=2,
+    zstd_levels=(3, 9, 11, 12, 15, 16, 17, 19),
+    throughput_runs=(("tiny", 48),),  # the demo's teacher (pipelines/demo.toml)
+    throughput_rounds=3,
     model_size=(256, 512),
     model_repeats=5,
     loader_images=16,
@@ -93,8 +104,7 @@ FULL = BenchSize(
 QUICK = BenchSize(
     label_maps=2,
     zstd_levels=(),
-    throughput_runs=(("tiny", 4),),
-    throughput_size=(256, 128),
+    throughput_runs=(("tiny", 8),),
     throughput_rounds=2,
     model_size=(128, 256),
     model_repeats=2,
@@ -109,17 +119,35 @@ QUICK = BenchSize(
     scaling_rounds=1,
     startup_repeats=2,
     fingerprint_repeats=5,
+    hostwork_images=1,
+    hostwork_repeats=1,
+    planner_models=("tiny",),
+    planner_sizes=((512, 256),),
+    planner_images=3,
 )
 
 
+def demo_generate() -> tuple[GenerateConfig, tuple[int, int]]:
+    """The demo's own generate settings (autolabel/pipelines/demo.toml) and its images' size (W, H)."""
+    demo = Path(autolabel.__file__).parent / "pipelines" / "demo.toml"
+    size = next(f.default for f in dataclasses.fields(DemoSettings) if f.name == "size")
+    return load_config(demo).generate, size
+
+
 def pipeline_efficiency(size: BenchSize) -> Figure:
-    width, height = size.throughput_size
+    settings, (width, height) = demo_generate()
     runs = {
-        model: bench_throughput(images, width, height, batch_size=1, rounds=size.throughput_rounds, model_width=model)
+        model: bench_throughput(
+            images,
+            width,
+            height,
+            batch_size=settings.batch_size,
+            rounds=size.throughput_rounds,
+            model_width=model,
+            generate=settings,
+        )
         for model, images in size.throughput_runs
     }
-    # the pipeline's own cost per pixel is fixed, so it weighs most against the smallest teacher; the figure
-    # is the widest teacher measured (the real one, W48, is wider still), the others stay in the details
     result = {**runs[size.throughput_runs[-1][0]], "by_teacher_width": runs}
     # the value is the CPU-time ratio: on a 2-core machine shared with other jobs the wall-clock ratio of one
     # round swings by 2x either way (details.ratio_per_round); CPU seconds of this process do not, and with
@@ -129,8 +157,12 @@ def pipeline_efficiency(size: BenchSize) -> Figure:
         value=result["cpu_ratio"],
         goal=">= 0.95",
         definition="images per CPU-second of generate (decode + 3-scale model + threshold + PNG/zarr encode + "
-        "manifest, from disk) / images per CPU-second of the bare model forward on the same preloaded tensors, "
-        "same scales and batch, alternating rounds; details.ratio_median: the same with wall-clock images/s",
+        "attention maps + manifest, from disk) / images per CPU-second of the bare model forward on the same "
+        "preloaded tensors, with the demo's settings (pipelines/demo.toml: its teacher width, image size, "
+        "batch, scales, confidence and attention on, 1 decode + 1 encode thread; 1 torch thread), alternating "
+        "rounds; details.predict_cpu_ratio: against Teacher.predict (forward + softmax/threshold/codes + "
+        "attention maps, the device's share on a GPU), details.host_core_ms_per_image: what generate adds to "
+        "that, details.ratio_median: the wall-clock ratio",
         details=result,
     )
 
@@ -352,6 +384,37 @@ def input_fingerprint(size: BenchSize) -> Figure:
     )
 
 
+def host_work(size: BenchSize) -> Figure:
+    result = bench_hostwork(size.hostwork_images, size.hostwork_repeats, size.hostwork_size)
+    figure = result["variants"][next(iter(result["variants"]))]  # the defaults: confidence on, attention off
+    return Figure(
+        name="host_work",
+        value=figure["total_core_ms"],
+        goal="<= 150",
+        unit="core-ms",
+        definition=f"host CPU milliseconds (one core) generate spends per {result['size']} image besides the model: "
+        "input fingerprint, decode, batch copy, statistics/centroids, label PNG, confidence store, hashes, "
+        "manifest row, file writes, at the default settings (confidence on); details: each part, images/s one "
+        "core feeds, the same with attention maps, a cProfile of where the time goes",
+        details=result,
+    )
+
+
+def planner_accuracy(size: BenchSize) -> Figure:
+    result = bench_planner(size.planner_models, size.planner_sizes, images=size.planner_images)
+    result["table"] = planner_table(result)
+    return Figure(
+        name="planner_accuracy",
+        value=result["worst_miss"],
+        goal="<= 0.25",
+        definition="the largest miss max(r, 1/r) - 1 over every case's ratios r = predicted / measured of time and "
+        "peak memory: `generate --dry-run --json` (fresh process) vs `generate` of the same images (fresh process, "
+        "teacher loaded first; its VmHWM growth), per teacher width, image size, whole and tiled, scales 0.5/1/2 "
+        "on the CPU; details.rows: every ratio, details.table: the Markdown table",
+        details=result,
+    )
+
+
 FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "pipeline_efficiency": pipeline_efficiency,
     "label_footprint": label_footprint,
@@ -365,6 +428,8 @@ FIGURES: dict[str, Callable[[BenchSize], Figure]] = {
     "scaling": scaling,
     "cli_startup": cli_startup,
     "input_fingerprint": input_fingerprint,
+    "host_work": host_work,
+    "planner_accuracy": planner_accuracy,
 }
 
 

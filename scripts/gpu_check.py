@@ -217,7 +217,14 @@ def make_city(work: Path, sizes: Sizes) -> Path:
 
     city = work / "city"
     make_synthetic_city(
-        city, train=8, val=1, extra=sizes.images, size=sizes.image, seed=0, workers=min(8, os.cpu_count() or 1)
+        city,
+        train=8,
+        val=1,
+        extra=sizes.images,
+        size=sizes.image,
+        seed=0,
+        workers=min(8, os.cpu_count() or 1),
+        version=1,
     )
     return city
 

@@ -14,7 +14,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def synthetic_city(tmp_path_factory):
-    """``synthetic_city(train=, val=, extra=, size=(W, H), seed=, extra_fine=)`` -> the root of a synthetic city.
+    """``synthetic_city(train=, val=, extra=, size=(W, H), seed=, extra_fine=, version=)`` -> the root of a
+    synthetic city (``version`` None: the generator's current one).
 
     One city per distinct request for the whole session, so modules asking for the same city share it. Treat it
     as read-only: copy it to change it.
@@ -24,12 +25,12 @@ def synthetic_city(tmp_path_factory):
     made: dict[tuple, Path] = {}
 
     def make(*, train: int = 1, val: int = 1, extra: int = 0, size: tuple[int, int] = (64, 32), seed: int = 0,
-             extra_fine: bool = False) -> Path:  # fmt: skip
-        key = (train, val, extra, tuple(size), seed, extra_fine)
+             extra_fine: bool = False, version: int | None = None) -> Path:  # fmt: skip
+        key = (train, val, extra, tuple(size), seed, extra_fine, version)
         if key not in made:
             root = tmp_path_factory.mktemp("city")
             make_synthetic_city(root, train=train, val=val, extra=extra, size=tuple(size), seed=seed, workers=0,
-                                extra_fine=extra_fine)  # fmt: skip
+                                extra_fine=extra_fine, **({} if version is None else {"version": version}))  # fmt: skip
             made[key] = root
         return made[key]
 

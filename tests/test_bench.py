@@ -56,7 +56,7 @@ def test_label_footprint_reports_every_png_setting_and_the_soft_label_ratio():
 def test_confidence_store_figure_leaves_the_chosen_zstd_level_alone():
     chosen = confidence.ZSTD_LEVEL
     figure = bench_run.confidence_store(dataclasses.replace(TINY, zstd_levels=(3,)))
-    assert confidence.ZSTD_LEVEL == chosen  # the benchmark varies the module constant, then restores it
+    assert confidence.ZSTD_LEVEL == chosen  # the benchmark passes each level; the module constant stays
     assert set(figure.details["settings"]) == {"zstd level 3", f"zstd level {chosen}"}
     assert figure.value == figure.details["settings"][f"zstd level {chosen}"]["ratio_to_label"]
     assert 0 < figure.value < math.inf
@@ -126,3 +126,15 @@ def test_confidence_levels_figure_measures_every_level_count_for_both_teachers()
         assert rungs == sorted(rungs) and rungs[-1] == 69  # 0.30, 0.31, ..., 0.98
         assert all(math.isfinite(table[f"{n} levels"]["ratio_to_label"]) for n in bench_run.STORE_LEVELS)
     assert figure.value == figure.details["teachers"]["confident"][figure.details["chosen"]]["ratio_to_label"]
+
+
+def test_host_work_figure_is_the_sum_of_its_parts_in_core_ms():
+    figure = bench_run.host_work(dataclasses.replace(TINY, hostwork_size=(128, 64), hostwork_images=1))
+    assert figure.unit == "core-ms" and figure.goal == "<= 150"
+    variants = figure.details["variants"]
+    defaults, with_attention = variants.values()
+    assert figure.value == pytest.approx(sum(defaults["core_ms"].values()))
+    assert set(defaults["core_ms"]) == set(figure.details["parts"])  # every part is defined
+    assert defaults["images_per_core_s"] == pytest.approx(1000 / figure.value)
+    assert defaults["core_ms"]["attention_encode"] == 0 < with_attention["core_ms"]["attention_encode"]
+    assert figure.details["profile_top"] and all(r["own_core_ms_per_image"] >= 0 for r in figure.details["profile_top"])

@@ -150,8 +150,9 @@ def test_generate_data_spec_and_its_old_spellings_name_the_same_label_set(teache
     for result in (new, old, folder, old_folder):
         assert result.exit_code == 0, result.output
 
-    def plan(result: Any) -> list[str]:  # all but the time estimate, which varies run to run
-        return [line for line in result.stdout.splitlines() if not line.startswith("estimate:")]
+    def plan(result: Any) -> list[str]:  # all but the measured time and memory, which vary run to run
+        measured = ("estimate:", "wall time:", "peak memory:")
+        return [line for line in result.stdout.splitlines() if not line.startswith(measured)]
 
     assert plan(new) == plan(old) and plan(folder) == plan(old_folder)
     assert new.stderr == "" and old.stderr == "note: --dataset is deprecated; use --data SPEC (same grammar)\n"

@@ -13,6 +13,7 @@ from autolabel.classes import CITYSCAPES
 from autolabel.config import DataConfig
 from autolabel.data.io import read_label
 from autolabel.data.sources import Source, discover_split
+from autolabel.errors import DataError
 from autolabel.labelset.human import coarse_labelset
 from autolabel.labelset.verify import verify_labelset
 from autolabel.models.checkpoint import checkpoint_sha256
@@ -27,6 +28,8 @@ from autolabel.workflows.demo import (
     run_side_by_side,
 )
 from autolabel.workflows.reproduce import (
+    README_END,
+    README_START,
     STUDENTS,
     TEACHER,
     VARIANTS,
@@ -34,6 +37,7 @@ from autolabel.workflows.reproduce import (
     mean_std,
     run_dir,
     run_reproduce,
+    splice_readme,
     step_seconds,
     summarise,
     write_results,
@@ -107,11 +111,15 @@ def test_results_table_shows_models_label_sets_and_time(tmp_path: Path):
         report=tmp_path / "report" / "index.html",
         miou={"teacher (fine)": 0.4321, "student (fine + auto coarse)": None},
         labels={"auto": {"coverage": 0.9, "accuracy": 0.875, "miou": 0.5, "images": 3}},
+        attention={"attn_0.5x": {"thin": 0.25, "large": 0.625}, "attn_1.0x": {"thin": None, "large": 0.5}},
         seconds={"synth": 30.0, "teacher": 90.0},
     )
     text = results_table(result)
     assert "teacher (fine)" in text and "43.2" in text and "n/a" in text
-    assert "90.0  87.5  50.0" in text
+    assert "prec." in text and "90.0   87.5  50.0" in text  # coverage, precision, mIoU of the auto labels
+    lines = text.splitlines()
+    assert any(line.startswith("attn_0.5x") and line.endswith("0.25  0.62") for line in lines)
+    assert any(line.startswith("attn_1.0x") and line.endswith("n/a  0.50") for line in lines)
     assert "2.0 min" in text
 
 
@@ -154,9 +162,19 @@ def test_demo_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path: Path):
 
 def test_readme_shows_the_reproduce_tables_it_names():
     """The README quotes results/reproduce.md verbatim (with the command that produced it): no stale copy."""
-    tables = (REPO / "results" / "reproduce.md").read_text().strip()
+    tables = (REPO / "results" / "reproduce.md").read_text()
     assert tables.startswith("Produced by `autolabel reproduce")
-    assert tables in (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert splice_readme(readme, tables) == readme  # what the markers hold is exactly the file
+
+
+def test_splice_readme_replaces_only_the_marked_block():
+    readme = f"# title\n\nbefore\n{README_START}\n\nold tables\n\n{README_END}\nafter\n"
+    new = splice_readme(readme, "new tables\n")
+    assert new == f"# title\n\nbefore\n{README_START}\n\nnew tables\n\n{README_END}\nafter\n"
+    assert splice_readme(new, "new tables") == new
+    with pytest.raises(DataError, match="expected one"):
+        splice_readme("no markers here", "tables")
 
 
 def test_mean_and_sample_spread():

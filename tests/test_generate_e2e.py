@@ -42,7 +42,9 @@ CHUNK = ["--set", "generate.chunk_size=3"]
 
 @pytest.fixture(scope="session")
 def city(synthetic_city) -> Path:
-    root = synthetic_city(train=1, val=1, extra=N_EXTRA, size=(64, 32), seed=0)
+    # version 1: on version 2's one-surface ground at 64x32 the blob-trained fixture teacher is confident on
+    # every pixel, and these tests need labels that are partly ignore (255)
+    root = synthetic_city(train=1, val=1, extra=N_EXTRA, size=(64, 32), seed=0, version=1)
     return root
 
 

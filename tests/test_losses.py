@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from autolabel.config import LossConfig
+from autolabel.errors import ConfigError
 from autolabel.train.losses import (
     CrossEntropyLoss,
     MultiScaleLoss,
@@ -176,6 +177,27 @@ def test_cross_entropy_pixel_weight_is_not_renormalised():
     per_pixel = F.cross_entropy(logits, clean, ignore_index=255, reduction="none")
     expected = per_pixel[0].sum() / (labels < 4).sum()
     assert ce(logits, labels, weight).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_cross_entropy_class_weights_scale_each_pixel_by_its_true_class():
+    logits, labels = random_batch(seed=13)
+    weights = [1.0, 3.0, 0.5, 2.0]
+    clean = torch.where(labels < 4, labels, 255)
+    per_pixel = F.cross_entropy(logits, clean, ignore_index=255, reduction="none")  # 0 at ignored pixels
+    by_class = torch.tensor(weights)[torch.where(labels < 4, labels, 0)]
+    expected = (per_pixel * by_class).sum() / (labels < 4).sum()
+    weighted = CrossEntropyLoss(num_classes=4, class_weights=weights)(logits, labels).item()
+    assert weighted == pytest.approx(expected.item(), rel=1e-6)
+    assert weighted != pytest.approx(CrossEntropyLoss(num_classes=4)(logits, labels).item(), rel=1e-3)
+    built = build_loss(LossConfig(main="ce", class_weights=tuple(weights)), num_classes=4).main
+    assert built(logits, labels).item() == pytest.approx(weighted)
+
+
+def test_class_weights_need_one_per_class_and_cross_entropy():
+    with pytest.raises(ConfigError, match="one per class"):
+        CrossEntropyLoss(num_classes=4, class_weights=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="loss.class_weights"):
+        LossConfig(main="rmi", class_weights=(1.0,) * 4)
 
 
 # ---------------------------------------------------------------------------------------------------------

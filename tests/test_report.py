@@ -182,6 +182,39 @@ def test_worst_and_random_sheets_pick_the_right_rows(labelled: Path):
     assert len(set(picks)) > 1  # the seed matters
 
 
+def test_thin_sheet_takes_the_images_with_the_most_thin_class_pixels():
+    pole, light = CITYSCAPES.index("pole"), CITYSCAPES.index("traffic light")
+
+    def row(name: str, pole_px: int, light_px: int) -> dict:
+        counts = [0] * 19
+        counts[ROAD], counts[pole], counts[light] = 500, pole_px, light_px
+        return {"id": name, "class_counts": counts}
+
+    rows = [row("a", 10, 0), row("b", 0, 0), row("c", 3, 30), row("d", 10, 0), row("e", 50, 0)]
+    picked = collect.thin_rows(rows, CITYSCAPES.names, ("pole", "traffic light"), 3)
+    assert [r["id"] for r in picked] == ["e", "c", "a"]  # 50, 33, then the tie 10/10 by id
+    assert [r["id"] for r in collect.thin_rows(rows, CITYSCAPES.names, ("pole",), 9, exclude=rows[4:])] == [
+        "a",
+        "d",
+        "c",
+    ]  # "b" has none
+    assert collect.thin_rows(rows, CITYSCAPES.names, ("not a class",), 3) == []
+
+
+def test_scale_weights_multiply_the_hierarchical_attention_out():
+    a05, a1 = np.array([[0.8, 0.0]]), np.array([[0.5, 0.25]])
+    weights = collect.scale_weights({0.5: a05, 1.0: a1}, (0.5, 1.0, 2.0), "hierarchical")
+    # P = a_.5 p_.5 + (1 - a_.5) [a_1 p_1 + (1 - a_1) p_2]
+    np.testing.assert_allclose(weights[0.5], [[0.8, 0.0]])
+    np.testing.assert_allclose(weights[1.0], [[0.1, 0.25]])
+    np.testing.assert_allclose(weights[2.0], [[0.1, 0.75]])
+    np.testing.assert_allclose(sum(weights.values()), 1.0)
+    assert collect.scale_weights({0.5: a05}, (0.5, 1.0, 2.0), "hierarchical") == {}  # 1.0x map missing
+    softmax = {0.5: np.array([[0.2]]), 1.0: np.array([[0.3]]), 2.0: np.array([[0.5]])}
+    assert collect.scale_weights(softmax, (0.5, 1.0, 2.0), "explicit") == softmax  # already the weights
+    assert collect.scale_weights(softmax, (0.5, 1.0, 2.0), "avgpool") == {}
+
+
 def test_attention_maps_are_found_by_scale(labelled: Path):
     maps = collect.attention_maps(labelled, sample_id(1))
     assert list(maps) == [0.5, 1.0]
@@ -277,7 +310,8 @@ def test_report_references_only_files_that_exist(labelled: Path, tmp_path: Path)
         "45.7",
         "1.2",
         "corrupt or truncated image",
-        "attention 0.5x",
+        "weight 0.5x",
+        "weight 2x",
         "human coarse label",
         sample_id(0),
         sample_id(1),
@@ -296,6 +330,26 @@ def test_sheet_pictures_show_the_label_set(labelled: Path):
     assert (coarse[0, 0] == CITYSCAPES.colors[SKY]).all() and (coarse[-1, -1] == 0).all()
     conf = np.asarray(Image.open(assets / "worst_001_confidence.png").convert("RGB"))
     assert (conf[-1, 0] == plots.ramp_table()[255]).all()  # code 10 = top of the ladder
+    # attention 0.5x = 200/255 everywhere, 1.0x = 50/255: 0.5x takes 78 % of the prediction, 2.0x 17 %, 1.0x 4 %
+    bright = {s: np.asarray(Image.open(assets / f"worst_001_weight_{s}x.png").convert("L")).mean() for s in (0.5, 1, 2)}
+    assert bright[0.5] > bright[2] > bright[1]  # the ramp gets lighter with the weight
+
+
+def test_overlay_keeps_the_scene_visible_under_the_heat_map():
+    base = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8))
+    heat = plots.heatmap(np.array([[128, 128]], np.uint8))
+    mixed = np.asarray(plots.overlay(heat, base, alpha=0.7)).astype(int)
+    assert (np.abs(mixed[0, 1] - mixed[0, 0] - 0.3 * 255) <= 1).all()  # the dark and the light pixel still differ
+
+
+def test_thin_sheet_appears_with_the_images_that_have_those_classes(labelled: Path):
+    options = ReportOptions(worst=1, thin=2, thin_classes=("car",), sample=0, thumb_width=16)
+    text = build_report(labelled, options=options).read_text()
+    assert "Most thin-structure pixels (2)" in text
+    sheet = text[text.index('id="thin"') :]
+    assert sample_id(1) in sheet and sample_id(2) in sheet  # every labelled image has the same car; by id
+    none = build_report(labelled, options=ReportOptions(worst=1, thin_classes=("pole",), sample=0, thumb_width=16))
+    assert "Most thin-structure pixels" not in none.read_text()  # no auto label has a pole pixel
 
 
 def test_rerun_replaces_the_report_and_leaves_no_temporary_folders(labelled: Path):
@@ -314,7 +368,7 @@ def test_report_without_attention_or_coarse_drops_those_columns(tmp_path: Path):
     out = tmp_path / "labels"
     make_labelset(out, root, n=3, attention=False)
     text = build_report(out, tmp_path / "html", options=ReportOptions(worst=2, thumb_width=16)).read_text()
-    assert "attention 0.5x" not in text and "human coarse label" not in text
+    assert "weight 0.5x" not in text and "human coarse label" not in text
     assert not (out / "report").exists()  # written where asked, nowhere else
 
 

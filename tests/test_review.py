@@ -122,7 +122,8 @@ def true_fine(city: Path, image_id: str) -> np.ndarray:
 
 def review_python() -> str:
     """The tools venv's interpreter; tests that need it skip without it, except in CI, where they fail."""
-    python = os.environ.get("AUTOLABEL_REVIEW_PYTHON") or str(REPO / ".venv-review" / "bin" / "python")
+    given = os.environ.get("AUTOLABEL_REVIEW_PYTHON")
+    python = str(Path(given).absolute()) if given else str(REPO / ".venv-review" / "bin" / "python")
     if not Path(python).is_file():
         message = f"no tools venv at {python}: run `make review-venv` (datumaro, label-studio-sdk)"
         if os.environ.get("CI"):

@@ -10,6 +10,11 @@ import click
 
 from autolabel.cli.base import FOLDER, check_out_dir, main, plural, progress
 
+# autolabel.synth.render.SYNTH_VERSIONS and SYNTH_VERSION, spelled out so that the CLI's start-up imports no
+# drawing code (tests/test_synth.py checks that they agree)
+SYNTH_VERSION_CHOICES = ("1", "2")
+SYNTH_DEFAULT_VERSION = "2"
+
 
 def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
     width, sep, height = value.lower().partition("x")
@@ -39,11 +44,19 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
 )
 @click.option(
     "--size",
-    default="256x128",
+    default="512x256",
     show_default=True,
     callback=parse_size_option,
     metavar="WxH",
-    help="Image size in pixels.",
+    help="Image size in pixels (version 2 is designed for 512x256; docs/synthetic_city.md).",
+)
+@click.option(
+    "--version",
+    "version",
+    type=click.Choice(SYNTH_VERSION_CHOICES),
+    default=SYNTH_DEFAULT_VERSION,
+    show_default=True,
+    help="City version: 2 is designed from the network's geometry; 1 remakes results made before it.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option(
@@ -59,7 +72,15 @@ def parse_size_option(ctx: click.Context, param: click.Parameter, value: str) ->
     help="Also write gtFine for train_extra (Cityscapes has none; lets you audit auto labels).",
 )
 def synth(
-    out: Path, train: int, val: int, extra: int, size: tuple[int, int], seed: int, workers: int | None, extra_fine: bool
+    out: Path,
+    train: int,
+    val: int,
+    extra: int,
+    size: tuple[int, int],
+    version: str,
+    seed: int,
+    workers: int | None,
+    extra_fine: bool,
 ) -> None:
     """Write a synthetic city in the Cityscapes layout to the folder OUT: leftImg8bit/ (PNG images), gtFine/ and
     gtCoarse/ (labelIds PNGs) for train, val and train_extra (see docs/synthetic_city.md).
@@ -85,9 +106,11 @@ def synth(
             workers=workers,
             extra_fine=extra_fine,
             on_progress=bar.update,
+            version=int(version),
         )
     seconds = time.perf_counter() - start
     click.echo(
-        f"wrote {plural(total, 'image')} ({size[0]}x{size[1]}, seed {seed}) to {out} in {seconds:.1f} s; "
+        f"wrote {plural(total, 'image')} ({size[0]}x{size[1]}, version {version}, seed {seed}) to {out} in "
+        f"{seconds:.1f} s; "
         f"coarse band {meta['coarse_band_px']} px"
     )

@@ -26,7 +26,7 @@ def city_options(command):
         ),
         click.option(
             "--size",
-            default="256x128",
+            default="512x256",
             show_default=True,
             callback=parse_size_option,
             metavar="WxH",

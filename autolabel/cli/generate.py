@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -27,8 +27,12 @@ from autolabel.cli.base import (
     set_option,
     values_option,
 )
-from autolabel.config import PipelineConfig
+from autolabel.cli.evaluate import json_option
+from autolabel.config import PipelineConfig, format_size
 from autolabel.data.sources import IMAGES_HELP, SPEC_HELP
+
+if TYPE_CHECKING:
+    from autolabel.generate.planner import LabelPlan
 
 DATA_HELP = (
     f"The images to label (folders are searched recursively): {SPEC_HELP}. Default: the config's [data] at "
@@ -87,9 +91,30 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
     default=None,
     help="Sliding-window inference when a scaled side exceeds this many pixels; 0 = never [generate.tile_size].",
 )
+@click.option(
+    "--memory-budget",
+    default=None,
+    metavar="SIZE",
+    help="Memory labelling may use (8GiB, 8G, 500MB; auto: a GPU's free memory, none on the CPU; none); with "
+    "tile size 0 the planner picks the largest tiling that fits [generate.memory_budget].",
+)
 @click.option("--confidence/--no-confidence", default=None, help="Keep the confidence store [generate.confidence].")
 @click.option(
     "--attention/--no-attention", default=None, help="Also write per-scale attention maps [generate.attention]."
+)
+@click.option(
+    "--decode-workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Image-decoding threads (default: from the usable cores) [generate.decode_workers].",
+)
+@click.option(
+    "--encode-workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Label/confidence encoding threads (default: from the usable cores) [generate.encode_workers].",
 )
 @values_option(
     "Values of the written label PNGs: train ids 0..C-1 or the dataset's label ids [generate.label_ids].", None
@@ -109,7 +134,19 @@ LABELSET = click.argument("labelset", metavar="LABELSET", type=FOLDER)
 )
 @click.option("--dask-scheduler", default=None, metavar="ADDRESS", help="Run on an existing Dask cluster.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Label at most N images of the shard.")
-@click.option("--dry-run", is_flag=True, help="Show what would be done (and a time estimate); write nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Plan the run: the tiling, and seconds per image, wall time, peak memory and output size measured on "
+    "a couple of images; write nothing.",
+)
+@json_option('the plan (with --dry-run; fields in docs/usage.md, "Planning a run")')
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --dry-run: devices the shards run on, for the all-shards wall time (default: the shard count).",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 3).")
 @click.option("--overwrite", is_flag=True, help="Replace a different label set already in --out.")
 @click.option(
@@ -139,14 +176,19 @@ def generate_cmd(
     device: str | None,
     precision: str | None,
     tile_size: int | None,
+    memory_budget: str | None,
     confidence: bool | None,
     attention: bool | None,
+    decode_workers: int | None,
+    encode_workers: int | None,
     values: str | None,
     shard_text: str | None,
     dask_workers: int | None,
     dask_scheduler: str | None,
     limit: int | None,
     dry_run: bool,
+    json_path: str | None,
+    devices: int | None,
     fail_fast: bool,
     overwrite: bool,
     recheck_inputs: bool,
@@ -164,6 +206,7 @@ def generate_cmd(
     Examples:
       autolabel generate --teacher t.pt --data cityscapes:/data/cs:train_extra --out labels
       autolabel generate --teacher t.pt --data /data/photos --out labels --scales 0.5,1.0,2.0
+      autolabel generate --teacher t.pt --data /data/photos --out labels --memory-budget 16GiB --dry-run --json
     """
     data_spec = resolve_alias(ctx, "--data", "data_spec", data_spec)
     values = resolve_alias(ctx, "--values", "values", values)
@@ -178,8 +221,11 @@ def generate_cmd(
         Flag("--device", "generate.device", device),
         Flag("--precision", "generate.precision", precision),
         Flag("--tile-size", "generate.tile_size", tile_size),
+        Flag("--memory-budget", "generate.memory_budget", memory_budget),
         Flag("--confidence", "generate.confidence", confidence),
         Flag("--attention", "generate.attention", attention),
+        Flag("--decode-workers", "generate.decode_workers", decode_workers),
+        Flag("--encode-workers", "generate.encode_workers", encode_workers),
         Flag("--values", "generate.label_ids", None if values is None else values == "label-ids"),
     ]
     # everything is checked before anything is written: flags like config values, the data, --out
@@ -187,9 +233,12 @@ def generate_cmd(
     data = _data(data_spec, config_path, cfg)
     check_out_dir(out)
     classes: Literal["config", "teacher"] = "config" if config_path is not None else "teacher"
+    for name, given in (("--json", json_path is not None), ("--devices", devices is not None)):
+        if given and not dry_run:
+            raise click.UsageError(f"{name} plans a run: use it with --dry-run")
     if dry_run:
         with flag_errors(flags):
-            _dry_run(teacher, data, out, cfg, classes, shard_text, limit)
+            _dry_run(teacher, data, out, cfg, classes, shard_text, limit, devices, json_path)
         return
     from autolabel.api import generate_labels  # torch and the runner load only when there is work
     from autolabel.generate.runner import FailFastError
@@ -267,27 +316,97 @@ def _dry_run(
     classes: Literal["config", "teacher"],
     shard: str | None,
     limit: int | None,
+    devices: int | None,
+    json_path: str | None,
 ) -> None:
-    from autolabel.api import plan_labels
+    import json
 
-    plan = plan_labels(teacher, data, out, config=cfg, classes=classes, shard=shard, limit=limit)
-    click.echo(f"label set {plan.labelset_id} -> {out}")
-    click.echo(
+    from autolabel.api import plan_labels
+    from autolabel.fs import write_json
+
+    plan = plan_labels(teacher, data, out, config=cfg, classes=classes, shard=shard, limit=limit, devices=devices)
+    if json_path not in (None, "-"):
+        write_json(Path(json_path), plan.to_json())
+    click.echo(json.dumps(plan.to_json(), indent=2) if json_path == "-" else "\n".join(plan_lines(plan, out)))
+
+
+def plan_lines(plan: LabelPlan, out: Path) -> list[str]:
+    """The dry run's report, one line per subject (docs/usage.md, "Planning a run", shows one)."""
+    lines = [
+        f"label set {plan.labelset_id} -> {out}",
         f"inputs: {plural(plan.inputs, 'image')}, {plan.with_fine} with fine labels, "
-        f"{plan.with_coarse} with coarse labels"
-    )
+        f"{plan.with_coarse} with coarse labels",
+    ]
     if len(plan.per_shard) > 1:
         count = len(plan.per_shard)
-        click.echo("per shard: " + ", ".join(f"{i}/{count}: {n}" for i, n in enumerate(plan.per_shard)))
-    click.echo(
+        lines.append("per shard: " + ", ".join(f"{i}/{count}: {n}" for i, n in enumerate(plan.per_shard)))
+    lines.append(
         f"shard {plan.shard}: {plural(plan.shard_size, 'image')}, {plan.done} already done, {plan.todo} to do, "
         f"{plural(plan.chunks, 'chunk')}"
     )
-    if plan.seconds_per_image is not None:
-        click.echo(
-            f"estimate: {plan.seconds_per_image:.2f} s per image, about {plan.seconds_per_image * plan.todo / 60:.1f} "
-            f"min for {plural(plan.todo, 'image')} on this process (from {plural(plan.timed_images, 'timed image')})"
+    t, m, g, tiling = plan.timing, plan.memory, plan.geometry, plan.tiling
+    if t is None or m is None or g is None or tiling is None or plan.image_size is None:
+        return lines
+    s = plan.settings
+    sizes = f" (of {len(plan.sizes_seen)} sizes seen)" if len(plan.sizes_seen) > 1 else ""
+    lines.append(
+        f"settings: {s['device']} {s['precision']}, scales {','.join(f'{v:g}' for v in s['scales'])}, "
+        f"{'flip' if s['flip'] else 'no flip'}, batch {s['batch_size']}, teacher {s['model_width']}, "
+        f"{plan.image_size[0]}x{plan.image_size[1]} images{sizes}"
+    )
+    budget = tiling.budget
+    within = f" within {format_size(budget.bytes)} ({budget.source})" if budget.bytes is not None else ""
+    how = {"auto": f"chosen{within}", "given": "generate.tile_size", "whole": "no memory budget"}[tiling.choice]
+    if g.window is None:
+        lines.append(f"tiling: none, whole images ({how})")
+    else:
+        lines.append(
+            f"tiling: tile size {g.tile_size}, {g.windows} windows of {g.window[1]}x{g.window[0]} px per image ({how})"
         )
+    where = (
+        f"measured on {plural(t.timed_images, 'image')} at the real size"
+        if t.measured == "real size"
+        else "extrapolated from the probes (the real size was not run: it would not fit)"
+    )
+    lines.append(
+        f"estimate: {t.seconds_per_image:.3g} s per image, {t.images_per_hour:.0f} images/hour, {where}; "
+        f"forward {t.forward_seconds:.3g} s, host {t.host_seconds:.3g} s (decode {t.decode_seconds:.3g}, encode "
+        f"{t.encode_seconds:.3g}): the {t.bottleneck} is the bottleneck"
+    )
+    lines.append(
+        f"wall time: {_duration(plan.wall_seconds or 0)} for this shard ({plan.todo} images, start-up "
+        f"{t.startup_seconds:.1f} s); all shards on {plural(plan.devices, 'device')}: "
+        f"{_duration(plan.wall_seconds_all_shards or 0)} ({plan.todo_all_shards} images)"
+    )
+    kind = "RSS growth" if m.kind == "rss" else "GPU memory allocated"
+    model = f" (model: {format_size(m.model_forward_peak_bytes)})" if m.model_forward_peak_bytes is not None else ""
+    fits = (
+        "" if m.fits is None else f"; budget {format_size(m.budget_bytes or 0)}: {'fits' if m.fits else 'DOES NOT FIT'}"
+    )
+    lines.append(
+        f"peak memory: {format_size(m.forward_peak_bytes)} {kind} of the forward{model}, "
+        f"{format_size(m.baseline_bytes)} before it (the first forward kept {format_size(m.first_forward_bytes)})"
+        + (f", {format_size(m.host_buffer_bytes)} images in flight" if m.host_buffer_bytes else "")
+        + f": {format_size(m.total_bytes)} in all{fits}"
+    )
+    if plan.output is not None:
+        o = plan.output
+        lines.append(
+            f"output: {format_size(o.output_bytes)} per image (labels {format_size(o.label_bytes)}, confidence "
+            f"{format_size(o.confidence_bytes)}, attention {format_size(o.attention_bytes)}); "
+            f"{format_size(o.output_bytes * plan.todo)} for this shard, "
+            f"{format_size(o.output_bytes * plan.todo_all_shards)} for all shards"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min``, ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @main.command("manifest", short_help="Merge and summarise a label set's manifest.")

@@ -127,14 +127,23 @@ def read_image(path: str | Path, max_pixels: int | None = None, *, exif_transpos
     Grayscale, palette, RGBA/LA (alpha dropped), CMYK and YCbCr images are converted to RGB. ``max_pixels``
     is checked against the header before decoding, so an absurd size never allocates.
     """
+    return read_image_upright(path, max_pixels, exif_transpose=exif_transpose)[0]
+
+
+def read_image_upright(
+    path: str | Path, max_pixels: int | None = None, *, exif_transpose: bool = True
+) -> tuple[np.ndarray, bool]:
+    """:func:`read_image`, and whether it turned the pixels (what :func:`is_transposed` says, known here for
+    free: asking a PNG for its EXIF afterwards makes Pillow decode the whole file again, about as long as this)."""
     path = Path(path)
     with _open(path, max_pixels) as image:
         _decode(image, path)
-        if exif_transpose and _orientation(image) != 1:
+        turned = exif_transpose and _orientation(image) != 1
+        if turned:
             image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8).copy()
+        return np.asarray(image, dtype=np.uint8).copy(), turned
 
 
 def _orientation(image: Image.Image) -> int:

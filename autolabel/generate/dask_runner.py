@@ -107,10 +107,11 @@ def label_chunk_task(
     settings: WriteSettings,
     max_pixels: int | None,
     fail_fast: bool,
-    encode_workers: int,
-    decode_workers: int,
+    encode_workers: int | None,
+    decode_workers: int | None,
 ) -> list[dict[str, Any]]:
-    """A Dask task: label one chunk on this worker's teacher and write its manifest part."""
+    """A Dask task: label one chunk on this worker's teacher and write its manifest part (pools of None
+    threads are sized from the worker's own cores)."""
     return process_chunks(
         worker_teacher(),
         [chunk],

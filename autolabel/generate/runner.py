@@ -34,10 +34,11 @@ from autolabel import labelset
 from autolabel.classes import ClassSet
 from autolabel.config import DataConfig, GenerateConfig, to_dict
 from autolabel.data.datasets import Sample
-from autolabel.data.io import read_image
+from autolabel.data.io import read_image_upright
 from autolabel.data.sources import Source, exclude_output
 from autolabel.errors import AutolabelError, DataError, LabelSetError
 from autolabel.fs import temp_target
+from autolabel.generate.pools import pool_sizes
 from autolabel.generate.sharding import Shard, chunked, select_shard
 from autolabel.generate.teacher import Teacher
 from autolabel.labelset import confidence, journal
@@ -81,6 +82,7 @@ class GenerateJob:
     source: Source | None = None  # how the inputs were named (kept in labelset.json)
     recheck_inputs: bool = False  # hash every input again; relabel rows without a fingerprint (older manifests)
     wait: bool = False  # another job holds the shard's lock: wait for it instead of refusing
+    tiling_plan: dict[str, Any] | None = None  # how the planner chose generate.tile_size (kept in labelset.json)
 
 
 @dataclass
@@ -231,6 +233,7 @@ def labelset_meta(job: GenerateJob, teacher: Teacher, classes: ClassSet) -> dict
         png_compress_level=job.generate.png_compress_level,
         centroid_tile=job.generate.centroid_tile,
         source=job.source.to_dict() if job.source is not None else {},
+        tiling_plan=job.tiling_plan,
     )
 
 
@@ -408,6 +411,7 @@ class Decoded:
     image: np.ndarray | DataError
     seconds: float
     fingerprint: dict[str, Any] | None = None
+    transposed: bool = False  # turned upright by its EXIF orientation (the row's exif_transposed)
 
 
 def _decode(sample: Sample, max_pixels: int | None, exif_transpose: bool = True) -> Decoded:
@@ -416,10 +420,10 @@ def _decode(sample: Sample, max_pixels: int | None, exif_transpose: bool = True)
     # so the next run sees a changed input and labels it again (never a new file under an old label)
     fingerprint = input_fingerprint(Path(sample.image))
     try:
-        image: np.ndarray | DataError = read_image(sample.image, max_pixels=max_pixels, exif_transpose=exif_transpose)
+        image, turned = read_image_upright(sample.image, max_pixels=max_pixels, exif_transpose=exif_transpose)
     except DataError as exc:
         return Decoded(exc, time.perf_counter() - start)
-    return Decoded(image, time.perf_counter() - start, fingerprint if fingerprint["input_sha256"] else None)
+    return Decoded(image, time.perf_counter() - start, fingerprint if fingerprint["input_sha256"] else None, turned)
 
 
 def _prefetch(
@@ -485,8 +489,8 @@ def process_chunks(
     *,
     max_pixels: int | None,
     fail_fast: bool = False,
-    encode_workers: int = 2,
-    decode_workers: int = 2,
+    encode_workers: int | None = None,
+    decode_workers: int | None = None,
     on_image: ProgressFn | None = None,
     stop: StopFlag | None = None,
 ) -> list[dict[str, Any]]:
@@ -496,8 +500,11 @@ def process_chunks(
     its batch (in process or one task per chunk on Dask, resumed or not). Every finished row goes to this
     process's journal at once. When ``stop`` is set (a signal), the batch in flight is finished and written,
     and the function returns early. Raises :class:`FailFastError` at the first unreadable image when
-    ``fail_fast`` (after writing the parts of the chunks that were already complete).
+    ``fail_fast`` (after writing the parts of the chunks that were already complete). A pool size of None is
+    chosen from the cores this process may use (:func:`~autolabel.generate.pools.pool_sizes`).
     """
+    pools = pool_sizes(teacher.device.type, decode_workers, encode_workers)
+    log.debug("%d decode and %d encode threads (%d usable cores)", pools.decode, pools.encode, pools.cores)
     active = [c for c in chunks if not c.complete]
     tracker = ChunkTracker(settings.out, active)
     rows_journal = journal.Journal(journal.journal_path(settings.out, settings.shard))
@@ -510,8 +517,8 @@ def process_chunks(
             settings,
             max_pixels=max_pixels,
             fail_fast=fail_fast,
-            encode_workers=encode_workers,
-            decode_workers=decode_workers,
+            encode_workers=pools.encode,
+            decode_workers=pools.decode,
             on_image=on_image,
             stop=stop,
         )
@@ -589,7 +596,7 @@ def _label(
                     float(predicted.mean_confidence[b]),
                     attention,
                     decoded.seconds + share,
-                    decoded.fingerprint,
+                    decoded,
                     rows_journal,
                     {k: float(v[b]) for k, v in predicted.signals.items()},
                     predicted.classes[b] if predicted.classes is not None else None,
@@ -637,7 +644,7 @@ def _timed_finalise(
     mean_confidence: float,
     attention: dict[str, np.ndarray],
     seconds: float,
-    fingerprint: dict[str, Any] | None,
+    decoded: Decoded,
     rows_journal: journal.Journal | None,
     signals: dict[str, float] | None = None,
     classes: np.ndarray | None = None,
@@ -652,7 +659,8 @@ def _timed_finalise(
         mean_confidence,
         attention,
         0.0,
-        fingerprint,
+        decoded.fingerprint,
+        exif_transposed=decoded.transposed,
         signals=signals,
         classes=classes,
         histogram=confidence.encode_histogram(histogram) if histogram is not None and settings.confidence else None,

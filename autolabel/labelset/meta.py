@@ -42,9 +42,10 @@ STORE_FORMAT = 2  # of confidence.zarr (autolabel.labelset.confidence); labelset
 REPORT_DIR = "report"  # `autolabel report`'s default destination: not part of the label set, never checked
 FORMAT_VERSION = 1
 # Keys of labelset.json that are not part of the id: where the inputs and the set came from (the parent
-# label set, the self-training round, how a derived set was derived, the calibration file's path), the
-# thresholds that remain available (a function of the hashed keys), and the id itself. The teacher's sha256
-# already pins the labels.
+# label set, the self-training round, how a derived set was derived, the calibration file's path), how the
+# tiling was chosen (the tiling itself is hashed: a tile size chosen for a memory budget names the same label
+# set as that tile size given by hand), the thresholds that remain available (a function of the hashed keys),
+# and the id itself. The teacher's sha256 already pins the labels.
 _UNHASHED = (
     "labelset_id",
     "source",
@@ -54,6 +55,7 @@ _UNHASHED = (
     "derived",
     "calibration_file",
     "ladder_available",
+    "tiling_plan",
 )
 GLOBAL_SOURCE = {"kind": "threshold"}
 
@@ -90,10 +92,12 @@ def make_labelset_meta(
     calibration: dict[str, Any] | None = None,
     calibration_file: str | None = None,
     store_format: int = STORE_FORMAT,
+    tiling_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``labelset.json`` including its id. ``label_ids`` is set when labels hold dataset label
     values (``--label-ids``) instead of train ids; ``class_thresholds`` (one per class, default: ``threshold``
-    for every class) and the other threshold keys are described in the module docstring."""
+    for every class) and the other threshold keys are described in the module docstring; ``tiling_plan``
+    records a tiling the planner chose for a memory budget (not hashed)."""
     per_class = [float(threshold)] * len(class_names) if class_thresholds is None else list(class_thresholds)
     if len(per_class) != len(class_names):
         raise LabelSetError(f"{len(per_class)} class thresholds for {len(class_names)} classes")
@@ -126,6 +130,8 @@ def make_labelset_meta(
     }
     if calibration_file is not None:
         meta["calibration_file"] = calibration_file
+    if tiling_plan is not None:
+        meta["tiling_plan"] = tiling_plan
     meta["ladder_available"] = available_thresholds(meta)
     meta["labelset_id"] = labelset_id(meta)
     return meta

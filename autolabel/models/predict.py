@@ -105,6 +105,18 @@ def _predict_flip(
     return outputs
 
 
+def tile_layout(
+    size: Sequence[int], scales: Sequence[float], tile_size: int, tile_overlap: float = 0.25
+) -> tuple[tuple[int, int] | None, int]:
+    """The window ``(h, w)`` :func:`predict_logits` slides over an image of ``size`` ``(H, W)`` (None: the
+    whole image in one forward) and how many forwards that takes (per flip)."""
+    window = _window_size(size, scales, tile_size)
+    if window is None:
+        return None, 1
+    height, width = size
+    return window, len(_starts(height, window[0], tile_overlap)) * len(_starts(width, window[1], tile_overlap))
+
+
 def _window_size(size: Sequence[int], scales: Sequence[float], tile_size: int) -> tuple[int, int] | None:
     """Input-resolution window (h, w) when tiling is needed, else None."""
     if tile_size <= 0:

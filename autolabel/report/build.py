@@ -38,6 +38,8 @@ class ReportOptions:
     """How much the report reads and shows."""
 
     worst: int = 12  # rows in the lowest-mean-confidence sheet
+    thin: int = 8  # rows in the most-thin-structure-pixels sheet (where the high scale's weight shows)
+    thin_classes: tuple[str, ...] = ("pole", "traffic light", "traffic sign", "person", "fence")
     sample: int = 12  # rows in the random sheet
     seed: int = 0  # of the random sheet
     thumb_width: int = 320  # px of every picture in the sheets
@@ -156,7 +158,8 @@ def _sections(
     own = next((a for a in checks if a.labelset_id == meta["labelset_id"] and a.sweep), None)
     sections.append(_coverage_section(out, rows, meta, classes, options, assets, own))
     worst = collect.worst_rows(rows, options.worst)
-    randoms = collect.random_rows(rows, options.sample, options.seed, exclude=worst)
+    thin = collect.thin_rows(rows, classes.names, options.thin_classes, options.thin, exclude=worst)
+    randoms = collect.random_rows(rows, options.sample, options.seed, exclude=[*worst, *thin])
     step("sheets")
     sheet_ctx = _SheetContext(out, meta, classes, source, options.thumb_width, assets)
     sections.append(
@@ -167,6 +170,20 @@ def _sections(
             anchor="worst",
         )
     )
+    if thin:
+        thin_names = ", ".join(c for c in options.thin_classes if c in classes.names)
+        sections.append(
+            html.section(
+                f"Most thin-structure pixels ({len(thin)})",
+                html.paragraph(
+                    f"The images whose auto labels have the most pixels of {thin_names}: where the scales' "
+                    "weights differ most (fine structures take their prediction from the high scale, "
+                    "large regions from the low one)."
+                ),
+                _sheet(sheet_ctx, thin, "thin"),
+                anchor="thin",
+            )
+        )
     sections.append(
         html.section(
             f"Random sample ({len(randoms)}, seed {options.seed})",
@@ -385,14 +402,15 @@ class _SheetContext:
 def _sheet_intro(meta: dict[str, Any], classes: ClassSet, assets: _Assets) -> str:
     low, top = meta["ladder"][0], meta["ladder"][-1]
     conf = assets.save(plots.ramp_legend(260, f"<= {low:g}", f"> {top:g}"), "legend_confidence.png")
-    attn = assets.save(plots.ramp_legend(260, "0: larger scale", "1: this scale"), "legend_attention.png")
+    weight = assets.save(plots.ramp_legend(260, "0: not used", "1: all from s"), "legend_weight.png")
     return (
         html.class_legend(classes.names, classes.colors)
         + html.figure(conf, "confidence colours", "confidence: max softmax probability, by ladder step")
         + html.figure(
-            attn,
-            "attention colours",
-            "attention of scale s: weight of s's prediction against the fused prediction of the larger scales",
+            weight,
+            "scale weight colours",
+            "weight of scale s: the share of the fused prediction that comes from s (the attention maps "
+            "multiplied out along the chain from the largest scale down), over the image in grey",
         )
     )
 
@@ -400,9 +418,9 @@ def _sheet_intro(meta: dict[str, Any], classes: ClassSet, assets: _Assets) -> st
 def _sheet(ctx: _SheetContext, rows: Sequence[dict[str, Any]], prefix: str) -> str:
     if not rows:
         return html.paragraph("No images left to show.")
-    scales = sorted({s for r in rows for s in collect.attention_maps(ctx.out, r["id"])})
+    scales = [float(s) for s in ctx.meta["scales"]] if any(_has_attention(ctx, r) for r in rows) else []
     has_coarse = any(_coarse_path(ctx, r) is not None for r in rows)
-    headers = ["image", "auto label", "confidence"] + [f"attention {s:g}x" for s in scales]
+    headers = ["image", "auto label", "confidence"] + [f"weight {s:g}x" for s in scales]
     headers += ["human coarse label"] if has_coarse else []
     body = []
     for i, row in enumerate(rows):
@@ -426,15 +444,43 @@ def _row_cells(
         _label_tile(ctx, row, size, stem),
         _confidence_tile(ctx, row, size, stem),
     ]
-    maps = collect.attention_maps(ctx.out, row["id"])
+    weights = _scale_weights(ctx, row, size) if scales else {}
+    base = _grey_base(ctx, row, size) if weights else None
     for s in scales:
-        tile = plots.heatmap(read_label(maps[s])) if s in maps else _placeholder(ctx, size, "not dumped")
-        cells.append(
-            (ctx.assets.save(_fit(ctx, tile, size, nearest=False), f"{stem}_attn_{s:g}x.png"), f"attention {s:g}x")
-        )
+        if s in weights and base is not None:
+            tile = plots.overlay(plots.heatmap(np.rint(255 * weights[s]).astype(np.uint8)), base)
+        else:
+            tile = _placeholder(ctx, size, "no attention")
+        cells.append((ctx.assets.save(tile, f"{stem}_weight_{s:g}x.png"), f"weight {s:g}x"))
     if has_coarse:
         cells.append(_coarse_tile(ctx, row, size, stem))
     return cells
+
+
+def _has_attention(ctx: _SheetContext, row: dict[str, Any]) -> bool:
+    return bool(collect.attention_maps(ctx.out, row["id"]))
+
+
+def _scale_weights(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int]) -> dict[float, np.ndarray]:
+    """Each scale's weight in the fused prediction (0..1) at tile size, from the dumped attention maps."""
+    target = _tile_size(ctx, size)
+    maps = {}
+    for scale, path in collect.attention_maps(ctx.out, row["id"]).items():
+        try:
+            attn = Image.fromarray(read_label(path)).resize(target, Image.Resampling.BILINEAR)
+        except AutolabelError:
+            continue
+        maps[scale] = np.asarray(attn, dtype=np.float32) / 255.0
+    mscale = (ctx.meta.get("model") or {}).get("mscale")
+    return collect.scale_weights(maps, [float(s) for s in ctx.meta["scales"]], mscale)
+
+
+def _grey_base(ctx: _SheetContext, row: dict[str, Any], size: tuple[int, int]) -> Image.Image:
+    try:
+        image = Image.fromarray(read_image(row["image"]))
+    except AutolabelError:
+        return Image.new("RGB", _tile_size(ctx, size), (128, 128, 128))
+    return _fit(ctx, image, size, nearest=False)
 
 
 def _tile_size(ctx: _SheetContext, size: tuple[int, int]) -> tuple[int, int]:

@@ -192,6 +192,52 @@ def random_rows(
     return sorted(picked, key=lambda r: r["id"])
 
 
+def thin_rows(
+    rows: Sequence[dict[str, Any]],
+    class_names: Sequence[str],
+    thin_classes: Sequence[str],
+    n: int,
+    exclude: Sequence[dict[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """The ``n`` ok rows whose auto labels have the most pixels of ``thin_classes`` (most first, ties by id;
+    none when the class list has none of them)."""
+    index = [class_names.index(c) for c in thin_classes if c in class_names]
+    skip = {r["id"] for r in exclude}
+
+    def thin_pixels(row: dict[str, Any]) -> int:
+        counts = row.get("class_counts") or []
+        return sum(int(counts[i]) for i in index if i < len(counts))
+
+    pool = [r for r in rows if r["id"] not in skip and thin_pixels(r) > 0] if index else []
+    return sorted(pool, key=lambda r: (-thin_pixels(r), r["id"]))[:n]
+
+
+def scale_weights(
+    maps: dict[float, np.ndarray], scales: Sequence[float], mscale: str | None
+) -> dict[float, np.ndarray]:
+    """How much of the fused prediction each scale contributes at every pixel, in 0..1, from the attention
+    maps (resized to one size) that ``generate`` dumped.
+
+    Hierarchical attention chains from the largest scale down (docs/method.md): with scales s_0 < ... < s_n
+    and attention a_i of s_i, the prediction is a_0 p_0 + (1 - a_0)(a_1 p_1 + (1 - a_1)(... p_n)), so s_i's
+    weight is a_i times the product of (1 - a_j) over the smaller scales, and the largest scale takes what
+    is left. Explicit attention's maps already are the weights. Returns {} when a map is missing.
+    """
+    order = sorted(float(s) for s in scales)
+    if mscale == "explicit":
+        return {s: maps[s] for s in order} if all(s in maps for s in order) else {}
+    if mscale not in (None, "hierarchical") or not all(s in maps for s in order[:-1]):
+        return {}
+    weights, rest = {}, None
+    for s in order[:-1]:
+        a = maps[s]
+        rest = np.ones_like(a) if rest is None else rest
+        weights[s] = rest * a
+        rest = rest * (1.0 - a)
+    weights[order[-1]] = rest if rest is not None else np.ones((1, 1))
+    return weights
+
+
 def attention_maps(out: Path, image_id: str) -> dict[float, Path]:
     """Per-scale attention PNGs ``generate --attention`` dumped for an image, by scale."""
     folder = (Path(out) / labelset.ATTENTION_DIR / image_id).parent

@@ -59,6 +59,13 @@ def heatmap(values: np.ndarray, levels: int = 255) -> Image.Image:
     return Image.fromarray(ramp_table()[index], mode="RGB")
 
 
+def overlay(heat: Image.Image, base: Image.Image, alpha: float = 0.7) -> Image.Image:
+    """``heat`` laid over a grey version of ``base`` (same size) with opacity ``alpha``: the values stay
+    readable and the scene's structures (poles, kerbs) show through."""
+    grey = base.convert("L").convert("RGB")
+    return Image.blend(grey, heat.convert("RGB"), alpha)
+
+
 def placeholder(width: int, height: int, text: str) -> Image.Image:
     """A grey tile saying why a picture is missing."""
     tile = Image.new("RGB", (width, height), (238, 238, 238))

@@ -21,12 +21,12 @@ from autolabel.classes import CITYSCAPES
 from autolabel.data.io import encode_image_png, encode_label_png
 from autolabel.errors import ConfigError, OutputError
 from autolabel.fs import atomic_write_bytes, write_json
+from autolabel.synth import v2
 from autolabel.synth.coarse import coarse_band_px
-from autolabel.synth.render import LABEL_ID, SYNTH_CLASSES, render_scene
+from autolabel.synth.render import LABEL_ID, SYNTH_CLASSES, SYNTH_VERSION, SYNTH_VERSIONS, render_scene
 
 logger = logging.getLogger(__name__)
 
-SYNTH_VERSION = 1
 SPLITS = ("train", "val", "train_extra")
 # Cities never collide across splits (like Cityscapes, whose val cities are not train cities).
 _CITY_BASE = {"train": 0, "val": 500, "train_extra": 1000}
@@ -70,7 +70,7 @@ class SynthSettings:
 def _write_image(out: Path, split: str, index: int, settings: SynthSettings) -> np.ndarray:
     """Render and write one image with its labels; returns its fine label histogram (256,)."""
     city, stem = image_stem(split, index)
-    scene = render_scene(image_rng(settings.seed, split, index), settings.width, settings.height)
+    scene = render_scene(image_rng(settings.seed, split, index), settings.width, settings.height, settings.version)
     atomic_write_bytes(
         out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
         encode_image_png(scene.rgb, compress_level=1),
@@ -98,7 +98,9 @@ def _write_chunk(out: str, split: str, indices: range, settings: SynthSettings) 
     return counts
 
 
-def _check_request(counts: dict[str, int], size: tuple[int, int]) -> None:
+def _check_request(counts: dict[str, int], size: tuple[int, int], version: int) -> None:
+    if version not in SYNTH_VERSIONS:
+        raise ConfigError(f"synth version: {version!r}; expected one of {sorted(SYNTH_VERSIONS)}")
     for split, n in counts.items():
         if not isinstance(n, int) or not 0 <= n <= _MAX_PER_SPLIT:
             raise ConfigError(f"synth {split}: {n!r} images; expected a count in [0, {_MAX_PER_SPLIT}]")
@@ -149,13 +151,15 @@ def _metadata(settings: SynthSettings, counts: dict[str, int], histogram: np.nda
     total = histogram.sum() if histogram is not None else 0
     return {
         "generator": "autolabel.synth",
+        "version": settings.version,  # SYNTH_VERSION of the scenes (docs/synthetic_city.md)
         "settings": asdict(settings),
         "size": [settings.width, settings.height],
         "counts": counts,
         "gtFine": [s for s in settings.fine_splits() if counts[s]],
         "gtCoarse": [s for s in SPLITS if counts[s]],
         "coarse_band_px": coarse_band_px(settings.height),
-        "pole_width_px": [1, 3],
+        # [min, max] of every pole (v2: fence bars and rails too), in pixels at the generated size
+        "pole_width_px": [1, 3] if settings.version == 1 else [v2.THIN_WIDTH_PX[0], v2.THIN_WIDTH_PX[1] - 1],
         "images_per_city": IMAGES_PER_CITY,
         "complete": histogram is not None,
         "classes": [
@@ -182,16 +186,20 @@ def make_synthetic_city(
     workers: int = 0,
     extra_fine: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    version: int = SYNTH_VERSION,
 ) -> dict:
     """Write a synthetic city in the Cityscapes layout under ``out`` and return its ``synth.json`` content.
 
     ``size`` is (width, height). ``workers`` > 1 renders in that many processes (0 or 1: in this one); the
     files are byte-identical either way. ``on_progress(n)`` is called after every ``n`` images written.
+    ``version`` picks the scenes (:data:`~autolabel.synth.render.SYNTH_VERSIONS`; 1 remakes older results).
     """
     out = Path(out)
     counts = {"train": train, "val": val, "train_extra": extra}
-    _check_request(counts, size)
-    settings = SynthSettings(width=int(size[0]), height=int(size[1]), seed=int(seed), extra_fine=extra_fine)
+    _check_request(counts, size, version)
+    settings = SynthSettings(
+        width=int(size[0]), height=int(size[1]), seed=int(seed), extra_fine=extra_fine, version=int(version)
+    )
     _check_output(out, settings, counts)
     write_json(out / "synth.json", _metadata(settings, counts, None))  # claims the folder before the images
     tasks = [

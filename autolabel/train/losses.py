@@ -14,7 +14,7 @@ contribution (e.g. fine vs auto-labelled sources in student training) without re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from autolabel.classes import IGNORE_INDEX
 from autolabel.config import LossConfig
+from autolabel.errors import ConfigError
 from autolabel.models.mscale import resize_to
 
 
@@ -159,18 +160,35 @@ class RMILoss(nn.Module):
 
 
 class CrossEntropyLoss(nn.Module):
-    """Pixel-wise cross-entropy averaged over valid pixels (labels >= C, e.g. 255, are ignored)."""
+    """Pixel-wise cross-entropy averaged over valid pixels (labels >= C, e.g. 255, are ignored).
 
-    def __init__(self, *, num_classes: int, ignore_index: int = IGNORE_INDEX):
+    ``class_weights`` (C,) scale each pixel's term by its true class's weight, like ``pixel_weight`` without
+    renormalising (a class of weight 3 pulls three times as hard as before).
+    """
+
+    class_weights: Tensor | None  # a buffer (moves with the module), declared for the type checker
+
+    def __init__(
+        self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, class_weights: Sequence[float] | None = None
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ConfigError(
+                f"loss.class_weights: {len(class_weights)} values, expected one per class ({num_classes})"
+            )
+        weight = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
+        self.register_buffer("class_weights", weight, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor, pixel_weight: Tensor | None = None) -> Tensor:
         valid = (target >= 0) & (target < self.num_classes)
         target = torch.where(valid, target, self.ignore_index)
         with _autocast_off(logits.device):
-            per_pixel = F.cross_entropy(_float(logits), target, ignore_index=self.ignore_index, reduction="none")
+            weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+            per_pixel = F.cross_entropy(
+                _float(logits), target, weight=weight, ignore_index=self.ignore_index, reduction="none"
+            )
             if pixel_weight is not None:
                 per_pixel = per_pixel * pixel_weight
             return per_pixel.sum() / valid.sum().clamp_min(1)
@@ -217,5 +235,6 @@ def build_loss(loss_cfg: LossConfig, num_classes: int, ignore_index: int = IGNOR
         main: nn.Module = RMILoss(num_classes=num_classes)
         side: nn.Module = SigmoidBCELoss(num_classes=num_classes)
     else:
-        main = side = CrossEntropyLoss(num_classes=num_classes, ignore_index=ignore_index)
+        weights = loss_cfg.class_weights or None
+        main = side = CrossEntropyLoss(num_classes=num_classes, ignore_index=ignore_index, class_weights=weights)
     return MultiScaleLoss(main=main, side=side, aux_weight=loss_cfg.aux_weight, scale_weight=loss_cfg.scale_weight)

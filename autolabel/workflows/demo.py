@@ -2,14 +2,16 @@
 
 synth -> teacher on fine labels -> ``generate`` on ``train_extra`` -> two students: fine + auto labels, and
 the baseline fine + human coarse labels -> evaluate all three on ``val`` -> audit both label sets against the
-true fine labels -> report. Every stage calls the stage's own Python API and leaves its usual output, and a
-rerun skips what is finished (the city is complete, training resumes from ``last.pt`` and stops at once when
-done, ``generate`` skips labelled images, evaluations are keyed by checkpoint hash).
+true fine labels -> where the teacher's attention goes (thin vs large classes) -> report. Every stage calls
+the stage's own Python API and leaves its usual output, and a rerun skips what is finished (the city is
+complete, training resumes from ``last.pt`` and stops at once when done, ``generate`` skips labelled images,
+evaluations and attention are keyed by checkpoint hash).
 
 Layout under ``out``::
 
     city/  teacher/  labels/  coarse_labels/  student_auto/  student_coarse/
-    eval/{teacher,student_coarse,student_auto}.json  audit/{auto,coarse}.json  report/index.html  results.json
+    eval/{teacher,student_coarse,student_auto,attention}.json  audit/{auto,coarse}.json  report/index.html
+    results.json
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ from autolabel.labelset.human import coarse_labelset
 from autolabel.report import build_report
 from autolabel.train.state import LAST
 from autolabel.workflows.steps import (
+    LARGE,
+    THIN,
     DemoSettings,
     audit,
     audit_summary,
+    cached_attention,
     demo_config,
     evaluate_checkpoint,
+    group_mean,
     label_pool,
     make_city,
     run_side_by_side,
@@ -55,6 +61,8 @@ class DemoResult:
     report: Path
     miou: dict[str, float | None] = field(default_factory=dict)  # model name -> val mIoU (multi-scale)
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # label set -> coverage / audit numbers
+    # the teacher's mean attention per scale key over the val pixels of each group (THIN, LARGE)
+    attention: dict[str, dict[str, float | None]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +71,7 @@ class DemoResult:
             "report": str(self.report),
             "miou": self.miou,
             "labels": self.labels,
+            "attention": self.attention,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
         }
 
@@ -112,6 +121,12 @@ def run_demo(settings: DemoSettings, on_stage: StageFn | None = None) -> DemoRes
     with stage("audit"):
         for key, folder in (("auto", "labels"), ("coarse", "coarse_labels")):
             result.labels[key] = audit_summary(audit(out / folder, classes, out / "audit" / f"{key}.json"))
+    with stage("attention"):
+        per_class = cached_attention(cfg, teacher, val, classes, out / "eval" / "attention.json")
+        result.attention = {
+            key: {group: group_mean(values, names) for group, names in (("thin", THIN), ("large", LARGE))}
+            for key, values in per_class.items()
+        }
     with stage("report"):
         build_report(
             out / "labels",
@@ -151,11 +166,18 @@ def results_table(result: DemoResult) -> str:
     lines = [f"{'model (val, scales 0.5/1/2)':<{width}}  mIoU"]
     lines += [f"{name:<{width}}  {pct(v)}" for name, v in result.miou.items()]
     lines.append("")
-    lines.append(f"{'label set vs true fine labels':<{width}}  cover  acc.  mIoU")
+    # precision: of the pixels a label set labels, the share its label is right (audit "accuracy")
+    lines.append(f"{'label set vs true fine labels':<{width}}  cover  prec.  mIoU")
     for key, name in (("coarse", "human coarse"), ("auto", "auto (teacher, p > threshold)")):
         if key in result.labels:
             v = result.labels[key]
-            lines.append(f"{name:<{width}}  {pct(v['coverage'])} {pct(v['accuracy'])} {pct(v['miou'])}")
+            lines.append(f"{name:<{width}}  {pct(v['coverage'])}  {pct(v['accuracy'])} {pct(v['miou'])}")
+    if result.attention:
+        lines.append("")
+        lines.append(f"{'teacher attention on val pixels':<{width}}  thin  large")
+        for key, groups in result.attention.items():
+            cells = "  ".join("  n/a" if groups.get(g) is None else f"{groups[g]:.2f}" for g in ("thin", "large"))
+            lines.append(f"{key + ' (1 = use this scale)':<{width}}  {cells}")
     total = sum(result.seconds.values())
     lines.append("")
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())

@@ -56,6 +56,7 @@ from autolabel.labelset.diff import diff_labelsets
 from autolabel.labelset.lineage import record_round
 from autolabel.models.checkpoint import checkpoint_sha256
 from autolabel.report import build_report
+from autolabel.synth import v2
 from autolabel.train.state import LAST
 from autolabel.workflows.steps import (
     DemoSettings,
@@ -147,7 +148,7 @@ class City:
     train: int = 200
     val: int = 50
     extra: int = 400
-    size: tuple[int, int] = (256, 128)
+    size: tuple[int, int] = v2.DESIGN_SIZE  # (width, height): what synthetic city version 2 is laid out for
     seed: int = 0
     workers: int = 2
 
