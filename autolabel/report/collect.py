@@ -326,6 +326,8 @@ class Audit:
     accuracy: float | None
     miou: float | None
     sweep: list[dict[str, Any]]  # per ladder threshold: threshold, coverage, accuracy (empty without codes)
+    # per class at the set's own thresholds: precision, recall, iou, coverage, reference_pixels (older files: none)
+    classes: dict[str, Any] = field(default_factory=dict)
 
 
 def read_audit(path: Path, name: str) -> Audit:
@@ -341,6 +343,7 @@ def read_audit(path: Path, name: str) -> Audit:
             accuracy=raw["accuracy"],
             miou=raw["miou"],
             sweep=list(raw.get("sweep") or []),
+            classes=dict(raw.get("classes") or {}),
         )
     except FileNotFoundError:
         raise DataError(f"{path}: audit file not found") from None

@@ -169,8 +169,10 @@ def line_chart(
     marker_x: float | None = None,
     y_range: tuple[float, float] = (0.0, 100.0),
     size: tuple[int, int] = (640, 380),
+    x_ticks: Sequence[float] | None = None,
 ) -> Image.Image:
-    """Lines with dots over shared ``x`` values; ``marker_x`` draws a dashed vertical line (a threshold)."""
+    """Lines with dots over shared ``x`` values; ``marker_x`` draws a dashed vertical line (a threshold);
+    ``x_ticks`` labels those x values only (default: every one of ``x``; a 100-point curve needs fewer)."""
     width, height = size
     left, right, top, bottom = 64, 20, 58, height - 48
     chart = Image.new("RGB", size, BACKGROUND)
@@ -191,7 +193,7 @@ def line_chart(
         _, y = px(x_lo, tick)
         draw.line([left, y, width - right, y], fill=GRID)
         draw.text((left - 6, y), f"{tick:g}", fill=INK, font=font(11), anchor="rm")
-    for xv in x:
+    for xv in x if x_ticks is None else x_ticks:
         px_x, _ = px(xv, y_lo)
         draw.text((px_x, bottom + 6), f"{xv:g}", fill=INK, font=font(11), anchor="ma")
     if marker_x is not None:
