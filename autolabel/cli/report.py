@@ -88,6 +88,14 @@ def without_staging(message: str, out: Path) -> str:
     default=None,
     help="A review.json of `autolabel review export`: list its selection with scores and links.",
 )
+@click.option(
+    "--calibration",
+    "calibration_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A calibration.json of `autolabel calibrate`: draw its reliability diagram and per-class "
+    "precision/coverage curves, and mark the classes below its target precision.",
+)
 @alias_option("--dest", "--out", "--out DIR", type=FOLDER)
 @alias_option("--fine", "--data", "--data SPEC")
 @click.pass_context
@@ -104,6 +112,7 @@ def report(
     sample: int,
     seed: int,
     review_file: Path | None,
+    calibration_file: Path | None,
 ) -> None:
     """Write an HTML report of the label set LABELSET: counts, errors, time, class shares vs human labels,
     coverage vs threshold, and picture sheets (image | auto label | confidence | attention | coarse).
@@ -135,6 +144,7 @@ def report(
                 options=ReportOptions(worst=worst, sample=sample, seed=seed),
                 on_step=lambda name: bar.update(1),
                 review=review_file,
+                calibration=calibration_file,
             )
     except AutolabelError as exc:
         raise type(exc)(without_staging(str(exc), dest)) from None

@@ -22,7 +22,8 @@ from autolabel.data.sources import Source
 from autolabel.errors import AutolabelError, LabelSetError
 from autolabel.fs import atomic_write_bytes, replace_dir, temp_sibling
 from autolabel.labelset import confidence
-from autolabel.report import collect, html, plots
+from autolabel.labelset.manifest import quality_warnings
+from autolabel.report import collect, html, plots, quality
 from autolabel.report.diff import diff_section, read_diff
 from autolabel.report.review import review_section
 
@@ -45,6 +46,7 @@ class ReportOptions:
     thumb_width: int = 320  # px of every picture in the sheets
     reference_images: int = 300  # label files read per reference (coarse, fine) for the class shares
     coverage_images: int = 200  # confidence maps read for the coverage curve
+    target_precision: float = 0.95  # when neither the calibration file nor labelset.json names one
 
 
 @dataclass
@@ -70,6 +72,7 @@ def build_report(
     options: ReportOptions = ReportOptions(),
     on_step: Callable[[str], None] | None = None,
     review: Path | None = None,
+    calibration: Path | None = None,
 ) -> Path:
     """Write the report of the label set in ``out`` to ``dest`` (default ``OUT/report``); returns the page.
 
@@ -79,7 +82,11 @@ def build_report(
     :mod:`autolabel.data.sources`) names the fine-labelled split to compare class shares with (default:
     the ``train`` split of a Cityscapes source). ``diff`` is a JSON of ``autolabel diff`` from a previous
     label set to this one (``rounds`` writes one per round), shown after the overview. ``review`` is a
-    ``review.json`` of `autolabel review export`, whose selection gets its own section.
+    ``review.json`` of `autolabel review export`, whose selection gets its own section. ``calibration`` is a
+    ``calibration.json`` of `autolabel calibrate`: its reliability diagram and per-class precision/coverage
+    curves (an audit of this label set gives the curves instead when there is one), with the classes below
+    the target precision marked. A banner on top warns of an all but unlabelled set, non-finite confidences
+    and the classes below target.
     """
     out = Path(out)
     dest = Path(dest) if dest is not None else out / REPORT_DIR
@@ -88,16 +95,22 @@ def build_report(
     evals = [collect.read_evaluation(path, name) for name, path in (evaluations or {}).items()]
     checks = [collect.read_audit(path, name) for name, path in (audits or {}).items()]
     changes = read_diff(diff) if diff is not None else None
+    calib = quality.read_calibration_json(calibration) if calibration is not None else None
+    own_audit = next((a for a in checks if a.labelset_id == meta["labelset_id"] and a.classes), None)
+    measured = quality.measure(meta, calib, own_audit, options.target_precision)
     step = on_step or (lambda name: None)
     staging = temp_sibling(dest)
     try:
         assets = _Assets(staging)
         sections = _sections(out, meta, manifest, classes, evals, checks, fine_source, options, assets, step)
+        if measured is not None:
+            sections.insert(1, quality.quality_section(measured, assets.save))
         if changes is not None:
             sections.insert(1, diff_section(changes))
         if review is not None:
             sheets = next((i for i, part in enumerate(sections) if 'id="worst"' in part), len(sections))
             sections.insert(sheets, review_section(review, dest, meta))  # before the picture sheets
+        sections.insert(0, html.banner(quality.banner_lines(quality_warnings(manifest), measured)))
         step("page")
         atomic_write_bytes(staging / PAGE, _page(meta, sections).encode("utf-8"))
         replace_dir(staging, dest)

@@ -26,6 +26,8 @@ table.sheet td.meta { font-size: 12px; word-break: break-all; }
           vertical-align: middle; }
 .legend span.item { margin-right: 14px; white-space: nowrap; font-size: 13px; }
 .note { color: #8a5a00; } .muted { color: #777; font-size: 13px; }
+.banner { background: #fff3cd; border: 1px solid #d9a400; padding: 6px 14px; margin: 12px 0; }
+.banner p { margin: 6px 0; color: #6b4500; }
 figure { margin: 10px 0; } figcaption { color: #666; font-size: 13px; }
 """
 
@@ -43,6 +45,13 @@ def page(title: str, subtitle: str, sections: Iterable[str]) -> str:
 def section(title: str, *parts: str, anchor: str = "") -> str:
     attr = f' id="{escape(anchor)}"' if anchor else ""
     return f"<section{attr}>\n<h2>{escape(title)}</h2>\n" + "\n".join(p for p in parts if p) + "\n</section>"
+
+
+def banner(lines: Sequence[str]) -> str:
+    """A warning box at the top of the page, one paragraph per line ("" without lines)."""
+    if not lines:
+        return ""
+    return '<div class="banner" id="banner">\n' + "\n".join(f"<p>{escape(t)}</p>" for t in lines) + "\n</div>"
 
 
 def paragraph(text: str, cls: str = "") -> str:
