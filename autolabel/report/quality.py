@@ -200,7 +200,7 @@ def class_chart(curve: ClassCurve) -> Image.Image:
             plots.Series("precision %", [None if v is None else 100 * v for v in curve.precision]),
             plots.Series("coverage %", [None if v is None else 100 * v for v in curve.coverage]),
         ],
-        title=f"{curve.name}{'  (below target)' if curve.flags else ''}",
+        title=f"{curve.name}  ({', '.join(curve.flags)})" if curve.flags else curve.name,
         x_label="threshold",
         y_label="%",
         marker_x=curve.threshold,
