@@ -66,8 +66,11 @@ def make_city(root: Path, n: int) -> None:
         )
 
 
-def make_labelset(out: Path, root: Path, n: int, errors: int = 0, attention: bool = True) -> dict:
-    """A label set written with generate's own writers: n images (auto_maps), mean confidence 0.1 * i."""
+def make_labelset(
+    out: Path, root: Path, n: int, errors: int = 0, attention: bool = True, nan_confidence: bool = False
+) -> dict:
+    """A label set written with generate's own writers: n images (auto_maps), mean confidence 0.1 * i (NaN for
+    image 1 with ``nan_confidence``, as a teacher that produced NaN probabilities would record)."""
     from autolabel.data.datasets import discover_cityscapes
 
     meta = labelset.make_labelset_meta(
@@ -98,7 +101,8 @@ def make_labelset(out: Path, root: Path, n: int, errors: int = 0, attention: boo
         # the teacher's class of every pixel: where the label ignores it, a class the curves do not check
         classes = np.where(labels == 255, CITYSCAPES.index("bicycle"), labels).astype(np.uint8)
         kept_attn = attn if attention else {}
-        rows.append(finalise_image(settings, sample, labels, codes, 0.1 * i, kept_attn, 0.25, classes=classes))
+        mean = float("nan") if nan_confidence and i == 1 else 0.1 * i
+        rows.append(finalise_image(settings, sample, labels, codes, mean, kept_attn, 0.25, classes=classes))
     rows += [error_row(s, "corrupt or truncated image", "0/1", 0.5) for s in samples[n : n + errors]]
     labelset.write_part(out, rows)
     return meta

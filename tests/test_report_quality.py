@@ -117,6 +117,14 @@ def test_label_set_with_under_one_percent_coverage_gets_a_banner(city: Path, tmp
     assert "only 0.00% of the pixels carry a label" in banner
 
 
+def test_label_set_with_non_finite_confidences_gets_a_banner(city: Path, tmp_path: Path):
+    out = tmp_path / "nan"
+    make_labelset(out, city, n=5, nan_confidence=True)
+    banner = banner_of(build_report(out, tmp_path / "r", options=NO_SHEETS))
+    assert "1 images have a mean confidence that is not finite" in banner
+    assert "carry a label" not in banner  # the coverage is fine
+
+
 def test_flagged_classes_are_exactly_those_below_target_unreached_or_too_rare(healthy: Path, tmp_path: Path):
     meta, _ = collect.load_meta_and_manifest(healthy)
     measured = quality.measure(meta, quality.read_calibration_json(calibration_json(tmp_path / "c.json")), None, 0.5)
