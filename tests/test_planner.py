@@ -153,17 +153,27 @@ def test_small_probes_extrapolate_to_the_real_size_on_a_model_of_known_memory_an
     settings = GenerateConfig(scales=SCALES, device="cpu")
     target = (1024, 512)
     image = np.full((512, 1024, 3), 128, np.uint8)
-    calibration = costs.calibrate(
-        _stand_in(window_bytes, canvas_bytes, per_window, per_pixel), image, target, settings, torch.device("cpu")
-    )
-    assert calibration.model.tiled
-    assert all(m.geometry.pixels <= 0.51 * target[0] * target[1] for m in calibration.measurements)  # all small
-    for tile in (0, 512):
-        geom = costs.geometry(*target, settings, tile)
-        peak = canvas_bytes * geom.pixels + window_bytes * geom.window_pixels
-        seconds = geom.windows * (per_window + per_pixel * geom.window_pixels)
-        assert calibration.model.peak_bytes(geom) == pytest.approx(peak, rel=0.1, abs=2 * MiB), tile
-        assert calibration.model.seconds(geom) == pytest.approx(seconds, rel=0.35), tile
+    misses = []
+    # The probes read this process's resident memory and the wall clock, which the rest of a long test session
+    # (other tests' threads, a loaded CI machine) can disturb once; a wrong fit or extrapolation misses every time.
+    for _attempt in range(3):
+        calibration = costs.calibrate(
+            _stand_in(window_bytes, canvas_bytes, per_window, per_pixel), image, target, settings, torch.device("cpu")
+        )
+        assert calibration.model.tiled
+        assert all(m.geometry.pixels <= 0.51 * target[0] * target[1] for m in calibration.measurements)  # all small
+        misses = []
+        for tile in (0, 512):
+            geom = costs.geometry(*target, settings, tile)
+            peak = canvas_bytes * geom.pixels + window_bytes * geom.window_pixels
+            seconds = geom.windows * (per_window + per_pixel * geom.window_pixels)
+            if calibration.model.peak_bytes(geom) != pytest.approx(peak, rel=0.1, abs=2 * MiB):
+                misses.append(f"tile {tile}: peak {calibration.model.peak_bytes(geom):.0f} vs {peak}")
+            if calibration.model.seconds(geom) != pytest.approx(seconds, rel=0.35):
+                misses.append(f"tile {tile}: seconds {calibration.model.seconds(geom):.3f} vs {seconds:.3f}")
+        if not misses:
+            break
+    assert not misses, misses
 
 
 # ---------------------------------------------------------------------------------------------------------
