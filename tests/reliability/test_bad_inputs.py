@@ -18,7 +18,7 @@ from autolabel.data.io import read_label
 from autolabel.data.sources import Source
 from autolabel.errors import EXIT_FINISHED_WITH_ERRORS
 
-from .helpers import GENERATE_SETTINGS, temp_leftovers
+from .helpers import GENERATE_SETTINGS, folder_args, temp_leftovers
 
 W, H = 64, 32
 MAX_PIXELS = 4 * W * H
@@ -99,21 +99,7 @@ def vanishing_after_listing(monkeypatch):
 def test_each_bad_input_kind_in_one_run(tmp_path, teacher, vanishing_after_listing):
     images, out = tmp_path / "images", tmp_path / "out"
     expected = bad_input_folder(images)
-    result = CliRunner().invoke(
-        main,
-        [
-            "generate",
-            "--teacher",
-            str(teacher),
-            "--images",
-            str(images),
-            "--out",
-            str(out),
-            *GENERATE_SETTINGS,
-            "--set",
-            f"data.max_image_pixels={MAX_PIXELS}",
-        ],
-    )
+    result = CliRunner().invoke(main, folder_args(teacher, images, out, "--set", f"data.max_image_pixels={MAX_PIXELS}"))
     assert result.exit_code == EXIT_FINISHED_WITH_ERRORS, (result.output, result.exception)
 
     rows = {r["id"]: r for r in labelset.read_manifest(out, status=None).to_pylist()}
