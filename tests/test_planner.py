@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -147,30 +148,42 @@ def _stand_in(window_bytes: int, canvas_bytes: int, per_window: float, per_pixel
     return predict_for
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_small_probes_extrapolate_to_the_real_size_on_a_model_of_known_memory_and_time():
+def _extrapolation_misses() -> list[str]:
+    """Calibrate on the stand-in of known memory and time, in this process; where the model's predictions at the
+    real size miss the stand-in's true peak and seconds, one line each."""
     window_bytes, canvas_bytes, per_window, per_pixel = 60, 20, 0.005, 1e-6  # sleeps dominate the CPU work
     settings = GenerateConfig(scales=SCALES, device="cpu")
     target = (1024, 512)
     image = np.full((512, 1024, 3), 128, np.uint8)
-    misses = []
-    # The probes read this process's resident memory and the wall clock, which the rest of a long test session
-    # (other tests' threads, a loaded CI machine) can disturb once; a wrong fit or extrapolation misses every time.
+    calibration = costs.calibrate(
+        _stand_in(window_bytes, canvas_bytes, per_window, per_pixel), image, target, settings, torch.device("cpu")
+    )
+    misses = [] if calibration.model.tiled else ["the fitted model is not tiled"]
+    if not all(m.geometry.pixels <= 0.51 * target[0] * target[1] for m in calibration.measurements):
+        misses.append("a probe was not small")
+    for tile in (0, 512):
+        geom = costs.geometry(*target, settings, tile)
+        peak = canvas_bytes * geom.pixels + window_bytes * geom.window_pixels
+        seconds = geom.windows * (per_window + per_pixel * geom.window_pixels)
+        if calibration.model.peak_bytes(geom) != pytest.approx(peak, rel=0.1, abs=2 * MiB):
+            misses.append(f"tile {tile}: peak {calibration.model.peak_bytes(geom):.0f} vs {peak}")
+        if calibration.model.seconds(geom) != pytest.approx(seconds, rel=0.35):
+            misses.append(f"tile {tile}: seconds {calibration.model.seconds(geom):.3f} vs {seconds:.3f}")
+    return misses
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_small_probes_extrapolate_to_the_real_size_on_a_model_of_known_memory_and_time():
+    # The probes read the resident set and the wall clock of their process. A planner probes at the start of its
+    # job, in a process of its own; so does this test: inside a long pytest session, threads and heap state left
+    # by earlier tests (seen once in CI: a tiled probe measured ~2 MB short, three times running) are not what is
+    # under test. The wall clock of a loaded machine can still be disturbed once; a wrong fit misses every time.
+    code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
+        "import test_planner; print(json.dumps(test_planner._extrapolation_misses()))"  # fmt: skip
+    misses: list[str] = []
     for _attempt in range(3):
-        calibration = costs.calibrate(
-            _stand_in(window_bytes, canvas_bytes, per_window, per_pixel), image, target, settings, torch.device("cpu")
-        )
-        assert calibration.model.tiled
-        assert all(m.geometry.pixels <= 0.51 * target[0] * target[1] for m in calibration.measurements)  # all small
-        misses = []
-        for tile in (0, 512):
-            geom = costs.geometry(*target, settings, tile)
-            peak = canvas_bytes * geom.pixels + window_bytes * geom.window_pixels
-            seconds = geom.windows * (per_window + per_pixel * geom.window_pixels)
-            if calibration.model.peak_bytes(geom) != pytest.approx(peak, rel=0.1, abs=2 * MiB):
-                misses.append(f"tile {tile}: peak {calibration.model.peak_bytes(geom):.0f} vs {peak}")
-            if calibration.model.seconds(geom) != pytest.approx(seconds, rel=0.35):
-                misses.append(f"tile {tile}: seconds {calibration.model.seconds(geom):.3f} vs {seconds:.3f}")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        misses = json.loads(out.stdout.strip().splitlines()[-1])
         if not misses:
             break
     assert not misses, misses
