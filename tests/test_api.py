@@ -29,6 +29,16 @@ def test_the_package_lists_its_api_and_every_name_resolves():
             assert value.__doc__ and "Args:" in value.__doc__, name
 
 
+def test_a_wheel_would_ship_every_module_of_the_package():
+    # setup.cfg says `packages = find:`; setuptools' own finder leaves out a folder without __init__.py, and with
+    # it every module there (an installed wheel then fails to import what the editable install finds)
+    from setuptools import find_packages
+
+    shipped = set(find_packages(str(REPO), include=["autolabel*"]))
+    folders = {p.parent.relative_to(REPO).as_posix().replace("/", ".") for p in (REPO / "autolabel").rglob("*.py")}
+    assert folders - shipped == set()
+
+
 def test_importing_the_package_does_not_import_torch():
     code = "import autolabel, sys; print('torch' in sys.modules, len(autolabel.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
