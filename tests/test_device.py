@@ -34,10 +34,11 @@ SRUN_5_OF_8 = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS":
                "SLURM_STEP_ID": "0"}  # fmt: skip
 SRUN_GPU_PER_TASK = {**SRUN_5_OF_8, "CUDA_VISIBLE_DEVICES": "5"}  # srun --gpus-per-task=1: its own GPU only
 MPIRUN_2_OF_4 = {"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "2"}
+# a batch script's environment (sbatch) names task 0 of the allocation though the script is no srun task
 ARRAY_TASK_6 = {"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "0",
-                "SLURM_JOB_ID": "42", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}  # fmt: skip
+                "SLURM_JOB_ID": "42", "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0"}  # fmt: skip
 ARRAY_TASK_ONE_GPU = {**ARRAY_TASK_6, "CUDA_VISIBLE_DEVICES": "2"}  # --gres=gpu:1
-BATCH_SCRIPT = {"SLURM_JOB_ID": "42", "SLURM_PROCID": "0", "SLURM_NTASKS": "8"}  # the script itself, no step
+BATCH_SCRIPT = {"SLURM_JOB_ID": "42", "SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_LOCALID": "0"}  # no step
 DASK_CUDA_WORKER = {"CUDA_VISIBLE_DEVICES": "3,4,5,6,7,0,1,2"}  # dask-cuda: the worker's own GPU first
 
 
@@ -67,6 +68,8 @@ DASK_CUDA_WORKER = {"CUDA_VISIBLE_DEVICES": "3,4,5,6,7,0,1,2"}  # dask-cuda: the
         # a SLURM array task with its own GPU (--gres=gpu:1), and without GPU binding on an 8-GPU node
         ("auto", ARRAY_TASK_ONE_GPU, 1, 6, cuda(0)),
         ("auto", ARRAY_TASK_6, 8, 6, cuda(6)),
+        # make -j 4 generate NUM_SHARDS=4 inside an sbatch script on a 4-GPU node: its SLURM_LOCALID=0 is no rank
+        ("auto", BATCH_SCRIPT, 4, 3, cuda(3)),
         # dask-cuda workers: the first visible GPU is the worker's own
         ("auto", DASK_CUDA_WORKER, 8, None, cuda(0)),
         ("auto", {"CUDA_VISIBLE_DEVICES": "2"}, 1, None, cuda(0)),
@@ -78,7 +81,7 @@ def test_every_launcher_puts_each_process_on_its_own_gpu(option, env, count, slo
 
 def test_processes_of_one_node_get_distinct_gpus_under_each_launcher():
     torchrun = {select_device("auto", {"LOCAL_RANK": str(r)}, 8) for r in range(8)}
-    srun = {select_device("auto", {"SLURM_LOCALID": str(r)}, 8) for r in range(8)}
+    srun = {select_device("auto", {**SRUN_5_OF_8, "SLURM_LOCALID": str(r)}, 8) for r in range(8)}
     shards = {select_device("auto", {}, 4, slot=i) for i in range(4)}
     assert torchrun == srun == {cuda(i) for i in range(8)}
     assert shards == {cuda(i) for i in range(4)}
@@ -95,7 +98,7 @@ def test_processes_of_one_node_get_distinct_gpus_under_each_launcher():
         ("cpu:1", {}, 8, "expected auto, cpu, cuda or cuda:N"),
         # more processes than GPUs on a node, with nothing giving each its own
         ("auto", {"LOCAL_RANK": "8"}, 8, "LOCAL_RANK=8, but this process sees 8 GPU"),
-        ("auto", {"SLURM_LOCALID": "2"}, 1, "SLURM_LOCALID=2"),
+        ("auto", {**SRUN_5_OF_8, "SLURM_LOCALID": "2"}, 1, "SLURM_LOCALID=2"),
         ("auto", {"LOCAL_RANK": "one"}, 8, "LOCAL_RANK='one': expected a non-negative integer"),
     ],
 )

@@ -43,6 +43,8 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THR
 
 # where launchers put a process's index on its node: torchrun, SLURM's srun, Open MPI's mpirun (in this order)
 LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
+# what srun sets in each task of a step (older releases: SLURM_STEPID); a batch script has none of them
+SLURM_STEP_VARIABLES = ("SLURM_STEP_ID", "SLURM_STEPID", "SLURM_STEP_NUM_TASKS")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
@@ -78,9 +80,19 @@ def keep_freed_memory(device: torch.device | None = None) -> bool:
 # device selection
 
 
+def in_slurm_step(env: Mapping[str, str]) -> bool:
+    """Whether this process is a task of an ``srun`` step. A batch script is not, though its environment carries
+    ``SLURM_PROCID=0`` and ``SLURM_LOCALID=0`` for the whole allocation: read as a rank there, every process the
+    script starts itself (``make -j 8 generate``) would take GPU 0 and label shard 0."""
+    return any(name in env for name in SLURM_STEP_VARIABLES)
+
+
 def local_rank(env: Mapping[str, str]) -> tuple[str, int] | None:
-    """``(variable, value)`` of the first launcher variable naming this process's index on its node, or None."""
+    """``(variable, value)`` of the first launcher variable naming this process's index on its node, or None
+    (``SLURM_LOCALID`` counts only inside an ``srun`` step, :func:`in_slurm_step`)."""
     for name in LOCAL_RANK_VARIABLES:
+        if name == "SLURM_LOCALID" and not in_slurm_step(env):
+            continue
         if name in env:
             try:
                 value = int(env[name])
@@ -115,7 +127,7 @@ def select_device(
             which is its own, so that is refused rather than putting every worker on GPU 0.
 
     With CUDA the GPU is, in order: the index ``N`` of ``cuda:N``; the launcher's local rank (``LOCAL_RANK``,
-    ``SLURM_LOCALID``, ``OMPI_COMM_WORLD_LOCAL_RANK``); ``slot``; else the first visible GPU. A local rank
+    ``SLURM_LOCALID`` inside an srun step, ``OMPI_COMM_WORLD_LOCAL_RANK``); ``slot``; else the first visible GPU. A local rank
     beyond the visible GPUs wraps round only when ``CUDA_VISIBLE_DEVICES`` is set (a launcher that gives each
     process its own GPUs, e.g. ``srun --gpus-per-task``); otherwise more processes than GPUs were started on
     the node, and that is a :class:`ConfigError`.

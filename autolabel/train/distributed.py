@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from autolabel.errors import ConfigError
-from autolabel.models.device import resolve_device
+from autolabel.models.device import in_slurm_step, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ def job_from_env(env: Mapping[str, str]) -> tuple[int, int]:
     torchrun: ``RANK``/``WORLD_SIZE``. Launchers that do not set those count only where ``MASTER_ADDR`` says
     where rank 0 listens (set it, and ``MASTER_PORT``, in the batch script): an ``srun`` step's
     ``SLURM_PROCID``/``SLURM_NTASKS`` and Open MPI's ``OMPI_COMM_WORLD_RANK``/``OMPI_COMM_WORLD_SIZE``. A
-    batch script itself is no step (no ``SLURM_STEP_ID``): a single process there trains alone.
+    batch script itself is no step (:func:`~autolabel.models.device.in_slurm_step`): a single process there trains alone.
     """
     pairs = [("RANK", "WORLD_SIZE")]
     if "MASTER_ADDR" in env:
-        if "SLURM_STEP_ID" in env or "SLURM_STEPID" in env:
+        if in_slurm_step(env):
             pairs.append(("SLURM_PROCID", "SLURM_NTASKS"))
         pairs.append(("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"))
     for rank_key, size_key in pairs:
