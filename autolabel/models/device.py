@@ -127,10 +127,10 @@ def select_device(
             which is its own, so that is refused rather than putting every worker on GPU 0.
 
     With CUDA the GPU is, in order: the index ``N`` of ``cuda:N``; the launcher's local rank (``LOCAL_RANK``,
-    ``SLURM_LOCALID`` inside an srun step, ``OMPI_COMM_WORLD_LOCAL_RANK``); ``slot``; else the first visible GPU. A local rank
-    beyond the visible GPUs wraps round only when ``CUDA_VISIBLE_DEVICES`` is set (a launcher that gives each
-    process its own GPUs, e.g. ``srun --gpus-per-task``); otherwise more processes than GPUs were started on
-    the node, and that is a :class:`ConfigError`.
+    ``SLURM_LOCALID`` inside an srun step, ``OMPI_COMM_WORLD_LOCAL_RANK``); ``slot``; else the first visible
+    GPU. A local rank beyond the visible GPUs wraps round only when ``CUDA_VISIBLE_DEVICES`` is set (a
+    launcher that gives each process its own GPUs, e.g. ``srun --gpus-per-task``); otherwise more processes
+    than GPUs were started on the node, and that is a :class:`ConfigError`.
     """
     kind, _, index_text = option.partition(":")
     if kind not in ("auto", "cpu", "cuda") or (index_text and kind != "cuda"):

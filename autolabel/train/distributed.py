@@ -53,7 +53,8 @@ def job_from_env(env: Mapping[str, str]) -> tuple[int, int]:
     torchrun: ``RANK``/``WORLD_SIZE``. Launchers that do not set those count only where ``MASTER_ADDR`` says
     where rank 0 listens (set it, and ``MASTER_PORT``, in the batch script): an ``srun`` step's
     ``SLURM_PROCID``/``SLURM_NTASKS`` and Open MPI's ``OMPI_COMM_WORLD_RANK``/``OMPI_COMM_WORLD_SIZE``. A
-    batch script itself is no step (:func:`~autolabel.models.device.in_slurm_step`): a single process there trains alone.
+    batch script itself is no step (:func:`~autolabel.models.device.in_slurm_step`): a single process there
+    trains alone.
     """
     pairs = [("RANK", "WORLD_SIZE")]
     if "MASTER_ADDR" in env:
