@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from autolabel.errors import ConfigError
+from autolabel.models.device import in_slurm_step
 
 T = TypeVar("T")
 
@@ -67,7 +68,7 @@ def shard_from_env(env: Mapping[str, str]) -> Shard | None:
     """
     outer = _env_shard(env, "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
     inner = _env_shard(env, "RANK", "WORLD_SIZE")
-    if inner is None and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env or "SLURM_STEP_NUM_TASKS" in env):
+    if inner is None and in_slurm_step(env):
         count_key = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
         inner = _env_shard(env, "SLURM_PROCID", count_key)
     if outer is None or inner is None:
