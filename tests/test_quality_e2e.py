@@ -12,6 +12,7 @@ import pytest
 from autolabel.errors import EXIT_USER_ERROR
 from autolabel.labelset import read_labelset, read_manifest
 from autolabel.labelset.confidence import load_maps
+from autolabel.labelset.meta import available_thresholds
 from tests.test_generate_e2e import base_args, run
 from tests.test_generate_e2e import city as city  # noqa: F401  (fixtures)
 from tests.test_generate_e2e import reference as reference  # noqa: F401
@@ -145,8 +146,15 @@ def test_rethreshold_with_the_uncalibrated_thresholds_of_a_calibration(tmp_path,
     run(["rethreshold", str(low), "--calibration", str(calibration), "--out", str(out)])
     meta = read_labelset(out)
     doc = json.loads(calibration.read_text())
-    # the set holds uncalibrated probabilities: the calibration's thresholds on those are the ones used
-    assert meta["class_thresholds"] == doc["thresholds"]["uncalibrated"]["classes"]
+    # the set holds uncalibrated probabilities: the calibration's thresholds on those are the ones used, each
+    # raised to the lowest rung of the low set's ladder at or above it (a calibration may choose below 0.30,
+    # the store's bottom; how far depends on the fixture teacher's numerics on the machine)
+    ladder = available_thresholds(read_labelset(low))
+    wanted = doc["thresholds"]["uncalibrated"]["classes"]
+    expected = {name: min(r for r in ladder if r >= t - 1e-9) for name, t in wanted.items()}
+    assert meta["class_thresholds"] == pytest.approx(expected)
+    raised = {name for name, t in wanted.items() if abs(expected[name] - t) > 1e-9}
+    assert set(meta["derived"].get("rounded_up", {})) == raised  # the rounding is recorded, class by class
     assert meta["calibration"]["applied"] is False
 
 
